@@ -1,0 +1,8 @@
+//! One module per subcommand: flags and the call into the library crate.
+
+pub mod common;
+pub mod gaussian;
+pub mod kde;
+pub mod pool;
+pub mod report;
+pub mod sft;

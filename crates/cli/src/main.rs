@@ -1,0 +1,68 @@
+//! `thrive`: study what happens when models learn from data that earlier models made.
+//!
+//! A thin binary over the library crates: it parses flags, sets up logging and
+//! threads, calls one library entry point per subcommand and turns typed
+//! errors into messages and a non-zero exit.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "thrive", version, about = "Model collapse and its avoidance: Gaussian, KDE and language-model settings")]
+struct Cli {
+    /// Worker threads for parallel runs (default: all cores). Results do not depend on it.
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    /// Log filter, e.g. `info`, `debug`, `thrive=trace` (or set RUST_LOG).
+    #[arg(long, global = true, default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Fit and resample multivariate Gaussians (protocol §2).
+    Gaussian(cmd::gaussian::Args),
+    /// Fit and resample kernel density estimates (protocol §3).
+    Kde(cmd::kde::Args),
+    /// Import, inspect and export the data pool of a language-model run.
+    #[command(subcommand)]
+    Pool(cmd::pool::Command),
+    /// Fine-tune one generation's language model (LoRA or full).
+    Sft(cmd::sft::Args),
+    /// Draw figures and a summary table from a results file.
+    Report(cmd::report::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log.clone());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    if let Some(threads) = cli.threads {
+        if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(threads.max(1)).build_global() {
+            eprintln!("error: --threads: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let result = match cli.command {
+        Command::Gaussian(args) => cmd::gaussian::run(args),
+        Command::Kde(args) => cmd::kde::run(args),
+        Command::Pool(command) => cmd::pool::run(command),
+        Command::Sft(args) => cmd::sft::run(args),
+        Command::Report(args) => cmd::report::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

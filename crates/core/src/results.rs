@@ -1,0 +1,403 @@
+//! Tidy Parquet results: one row per run and generation.
+//!
+//! Columns, in order: `setting`, `workflow`, one column per run parameter
+//! (Int64, Float64 or Utf8, e.g. `d`, `n`, `sigma2`, `dataset`), `seed`
+//! (UInt64), `generation` (UInt32, from 1), and one Float64 column per metric.
+//! The file's key-value metadata names which columns are parameters
+//! (`thrive.params`) and which are metrics (`thrive.metrics`), so readers such
+//! as `thrive report` need no per-setting knowledge. Every setting writes
+//! through this module.
+
+use crate::error::{Error, Result};
+use crate::fsutil::write_atomic;
+use crate::workflow::Workflow;
+use arrow::array::{
+    Array, ArrayRef, Float64Array, Float64Builder, Int64Array, Int64Builder, RecordBatch, StringArray,
+    StringBuilder, UInt32Array, UInt32Builder, UInt64Array, UInt64Builder,
+};
+use arrow::datatypes::{DataType, Field, Schema};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+/// The value of one run parameter.
+#[derive(Debug, Clone, PartialEq, PartialOrd)]
+pub enum ParamValue {
+    Int(i64),
+    Float(f64),
+    Str(String),
+}
+
+impl ParamValue {
+    fn data_type(&self) -> DataType {
+        match self {
+            ParamValue::Int(_) => DataType::Int64,
+            ParamValue::Float(_) => DataType::Float64,
+            ParamValue::Str(_) => DataType::Utf8,
+        }
+    }
+    /// The value as a number, if it is one.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            ParamValue::Int(v) => Some(*v as f64),
+            ParamValue::Float(v) => Some(*v),
+            ParamValue::Str(_) => None,
+        }
+    }
+    /// A key usable for grouping (floats compared by bits).
+    pub fn group_key(&self) -> String {
+        match self {
+            ParamValue::Float(v) => format!("f{:016x}", v.to_bits()),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for ParamValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParamValue::Int(v) => write!(f, "{v}"),
+            ParamValue::Float(v) => write!(f, "{v}"),
+            ParamValue::Str(v) => f.write_str(v),
+        }
+    }
+}
+
+impl From<i64> for ParamValue {
+    fn from(v: i64) -> Self {
+        ParamValue::Int(v)
+    }
+}
+impl From<usize> for ParamValue {
+    fn from(v: usize) -> Self {
+        ParamValue::Int(v as i64)
+    }
+}
+impl From<f64> for ParamValue {
+    fn from(v: f64) -> Self {
+        ParamValue::Float(v)
+    }
+}
+impl From<&str> for ParamValue {
+    fn from(v: &str) -> Self {
+        ParamValue::Str(v.to_string())
+    }
+}
+impl From<String> for ParamValue {
+    fn from(v: String) -> Self {
+        ParamValue::Str(v)
+    }
+}
+
+/// The named parameters of one run, in column order.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Params(pub Vec<(String, ParamValue)>);
+
+impl Params {
+    pub fn new() -> Self {
+        Params(Vec::new())
+    }
+    /// Adds a parameter (builder style).
+    pub fn with(mut self, name: &str, value: impl Into<ParamValue>) -> Self {
+        self.0.push((name.to_string(), value.into()));
+        self
+    }
+    pub fn get(&self, name: &str) -> Option<&ParamValue> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+    }
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(k, _)| k.as_str())
+    }
+}
+
+/// One run's results: its description and its metrics per generation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    pub params: Params,
+    pub workflow: Workflow,
+    pub seed: u64,
+    /// `generations × metrics`, row-major; generation 1 first.
+    pub metrics: Vec<f64>,
+}
+
+/// The results of a set of runs of one setting.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResultsTable {
+    pub setting: String,
+    pub metric_names: Vec<String>,
+    pub runs: Vec<RunRecord>,
+}
+
+const META_SETTING: &str = "thrive.setting";
+const META_PARAMS: &str = "thrive.params";
+const META_METRICS: &str = "thrive.metrics";
+const BATCH_ROWS: usize = 65_536;
+
+impl ResultsTable {
+    pub fn new(setting: &str, metric_names: Vec<String>) -> Self {
+        ResultsTable { setting: setting.to_string(), metric_names, runs: Vec::new() }
+    }
+
+    /// Adds a run; its parameters must match the first run's names and types.
+    pub fn push(&mut self, run: RunRecord) -> Result<()> {
+        let m = self.metric_names.len();
+        if m == 0 || run.metrics.len() % m != 0 {
+            return Err(Error::Setting(format!("{} metric values do not fit {m} metrics", run.metrics.len())));
+        }
+        if let Some(first) = self.runs.first() {
+            let same = first.params.0.len() == run.params.0.len()
+                && first
+                    .params
+                    .0
+                    .iter()
+                    .zip(&run.params.0)
+                    .all(|((ka, va), (kb, vb))| ka == kb && va.data_type() == vb.data_type());
+            if !same {
+                return Err(Error::Setting(format!(
+                    "run parameters {:?} differ from the table's {:?}",
+                    run.params.names().collect::<Vec<_>>(),
+                    first.params.names().collect::<Vec<_>>()
+                )));
+            }
+        }
+        self.runs.push(run);
+        Ok(())
+    }
+
+    /// Parameter names, in column order.
+    pub fn param_names(&self) -> Vec<String> {
+        self.runs.first().map(|r| r.params.0.iter().map(|(k, _)| k.clone()).collect()).unwrap_or_default()
+    }
+
+    /// Number of (run, generation) rows.
+    pub fn num_rows(&self) -> usize {
+        let m = self.metric_names.len().max(1);
+        self.runs.iter().map(|r| r.metrics.len() / m).sum()
+    }
+
+    /// Generations of run `i`.
+    pub fn generations(&self, i: usize) -> usize {
+        self.runs[i].metrics.len() / self.metric_names.len().max(1)
+    }
+
+    /// Index of a metric column.
+    pub fn metric_index(&self, name: &str) -> Option<usize> {
+        self.metric_names.iter().position(|m| m == name)
+    }
+
+    fn schema(&self) -> Arc<Schema> {
+        let mut fields = vec![Field::new("setting", DataType::Utf8, false), Field::new("workflow", DataType::Utf8, false)];
+        if let Some(first) = self.runs.first() {
+            for (k, v) in &first.params.0 {
+                fields.push(Field::new(k, v.data_type(), false));
+            }
+        }
+        fields.push(Field::new("seed", DataType::UInt64, false));
+        fields.push(Field::new("generation", DataType::UInt32, false));
+        for m in &self.metric_names {
+            fields.push(Field::new(m, DataType::Float64, true));
+        }
+        let meta = HashMap::from([
+            (META_SETTING.to_string(), self.setting.clone()),
+            (META_PARAMS.to_string(), serde_json::to_string(&self.param_names()).expect("strings")),
+            (META_METRICS.to_string(), serde_json::to_string(&self.metric_names).expect("strings")),
+        ]);
+        Arc::new(Schema::new_with_metadata(fields, meta))
+    }
+
+    /// Writes the table as one Parquet file, atomically.
+    pub fn write_parquet(&self, path: &Path) -> Result<()> {
+        let schema = self.schema();
+        let pq_err = |e: parquet::errors::ParquetError| Error::Parquet { path: path.into(), message: e.to_string() };
+        let arrow_err = |e: arrow::error::ArrowError| Error::Parquet { path: path.into(), message: e.to_string() };
+        write_atomic(path, |out| {
+            let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+            let mut writer = ArrowWriter::try_new(out, schema.clone(), Some(props)).map_err(pq_err)?;
+            let mut rows = self.row_iter().peekable();
+            while rows.peek().is_some() {
+                let chunk: Vec<_> = rows.by_ref().take(BATCH_ROWS).collect();
+                let batch = self.batch(&schema, &chunk).map_err(arrow_err)?;
+                writer.write(&batch).map_err(pq_err)?;
+            }
+            writer.close().map_err(pq_err)?;
+            Ok(())
+        })
+    }
+
+    /// (run index, generation index) for every row, in file order.
+    fn row_iter(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        (0..self.runs.len()).flat_map(move |i| (0..self.generations(i)).map(move |g| (i, g)))
+    }
+
+    fn batch(&self, schema: &Arc<Schema>, rows: &[(usize, usize)]) -> Result<RecordBatch, arrow::error::ArrowError> {
+        let m = self.metric_names.len();
+        let mut cols: Vec<ArrayRef> = Vec::new();
+        let mut setting = StringBuilder::new();
+        let mut workflow = StringBuilder::new();
+        for &(i, _) in rows {
+            setting.append_value(&self.setting);
+            workflow.append_value(self.runs[i].workflow.name());
+        }
+        cols.push(Arc::new(setting.finish()));
+        cols.push(Arc::new(workflow.finish()));
+        for p in 0..self.param_names().len() {
+            match &self.runs[0].params.0[p].1 {
+                ParamValue::Int(_) => {
+                    let mut b = Int64Builder::new();
+                    for &(i, _) in rows {
+                        b.append_value(match &self.runs[i].params.0[p].1 {
+                            ParamValue::Int(v) => *v,
+                            _ => unreachable!("types checked on push"),
+                        });
+                    }
+                    cols.push(Arc::new(b.finish()));
+                }
+                ParamValue::Float(_) => {
+                    let mut b = Float64Builder::new();
+                    for &(i, _) in rows {
+                        b.append_value(self.runs[i].params.0[p].1.as_f64().unwrap_or(f64::NAN));
+                    }
+                    cols.push(Arc::new(b.finish()));
+                }
+                ParamValue::Str(_) => {
+                    let mut b = StringBuilder::new();
+                    for &(i, _) in rows {
+                        b.append_value(self.runs[i].params.0[p].1.to_string());
+                    }
+                    cols.push(Arc::new(b.finish()));
+                }
+            }
+        }
+        let mut seed = UInt64Builder::new();
+        let mut gen = UInt32Builder::new();
+        for &(i, g) in rows {
+            seed.append_value(self.runs[i].seed);
+            gen.append_value(g as u32 + 1);
+        }
+        cols.push(Arc::new(seed.finish()));
+        cols.push(Arc::new(gen.finish()));
+        for k in 0..m {
+            let values: Float64Array = rows.iter().map(|&(i, g)| Some(self.runs[i].metrics[g * m + k])).collect();
+            cols.push(Arc::new(values));
+        }
+        RecordBatch::try_new(schema.clone(), cols)
+    }
+
+    /// Reads a results file written by [`ResultsTable::write_parquet`].
+    pub fn read_parquet(path: &Path) -> Result<Self> {
+        let bad = |message: String| Error::BadResults { path: path.into(), message };
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(|e| bad(format!("not a readable Parquet file: {e}")))?;
+        let meta = builder.schema().metadata().clone();
+        let get = |k: &str| meta.get(k).cloned().ok_or_else(|| bad(format!("missing `{k}` metadata: not a thrive results file")));
+        let setting = get(META_SETTING)?;
+        let params: Vec<String> = serde_json::from_str(&get(META_PARAMS)?).map_err(|e| bad(e.to_string()))?;
+        let metrics: Vec<String> = serde_json::from_str(&get(META_METRICS)?).map_err(|e| bad(e.to_string()))?;
+        let reader = builder.build().map_err(|e| bad(e.to_string()))?;
+        let mut table = ResultsTable::new(&setting, metrics.clone());
+        let mut index: HashMap<(Vec<String>, Workflow, u64), usize> = HashMap::new();
+        for batch in reader {
+            let batch = batch.map_err(|e| bad(e.to_string()))?;
+            let col = |name: &str| batch.column_by_name(name).ok_or_else(|| bad(format!("missing column `{name}`")));
+            let workflow = downcast::<StringArray>(col("workflow")?, "workflow", &bad)?;
+            let seed = downcast::<UInt64Array>(col("seed")?, "seed", &bad)?;
+            let gen = downcast::<UInt32Array>(col("generation")?, "generation", &bad)?;
+            let param_cols: Vec<&ArrayRef> = params.iter().map(|p| col(p)).collect::<Result<_>>()?;
+            let metric_cols: Vec<&Float64Array> = metrics
+                .iter()
+                .map(|m| downcast::<Float64Array>(col(m)?, m, &bad))
+                .collect::<Result<_>>()?;
+            for r in 0..batch.num_rows() {
+                let w: Workflow = workflow.value(r).parse().map_err(|e: Error| bad(e.to_string()))?;
+                let mut p = Params::new();
+                for (name, c) in params.iter().zip(&param_cols) {
+                    let v = if let Some(a) = c.as_any().downcast_ref::<Int64Array>() {
+                        ParamValue::Int(a.value(r))
+                    } else if let Some(a) = c.as_any().downcast_ref::<Float64Array>() {
+                        ParamValue::Float(a.value(r))
+                    } else if let Some(a) = c.as_any().downcast_ref::<StringArray>() {
+                        ParamValue::Str(a.value(r).to_string())
+                    } else {
+                        return Err(bad(format!("column `{name}` has unsupported type {}", c.data_type())));
+                    };
+                    p.0.push((name.clone(), v));
+                }
+                let key = (p.0.iter().map(|(_, v)| v.group_key()).collect::<Vec<_>>(), w, seed.value(r));
+                let i = *index.entry(key).or_insert_with(|| {
+                    table.runs.push(RunRecord { params: p, workflow: w, seed: seed.value(r), metrics: Vec::new() });
+                    table.runs.len() - 1
+                });
+                let run = &mut table.runs[i];
+                let expected = run.metrics.len() / metrics.len().max(1) + 1;
+                if gen.value(r) as usize != expected {
+                    return Err(bad(format!(
+                        "run (workflow {w}, seed {}) has generation {} where {expected} was expected",
+                        seed.value(r),
+                        gen.value(r)
+                    )));
+                }
+                run.metrics.extend(metric_cols.iter().map(|c| if c.is_null(r) { f64::NAN } else { c.value(r) }));
+            }
+        }
+        Ok(table)
+    }
+}
+
+fn downcast<'a, T: 'static>(a: &'a ArrayRef, name: &str, bad: &dyn Fn(String) -> Error) -> Result<&'a T> {
+    a.as_any().downcast_ref::<T>().ok_or_else(|| bad(format!("column `{name}` has type {}", a.data_type())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parquet_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.parquet");
+        let mut t = ResultsTable::new("toy", vec!["a".into(), "b".into()]);
+        for seed in 0..3u64 {
+            for w in Workflow::ALL {
+                t.push(RunRecord {
+                    params: Params::new().with("d", 3usize).with("h", 0.5).with("dataset", "moons"),
+                    workflow: w,
+                    seed,
+                    metrics: (0..8).map(|i| i as f64 + seed as f64).collect(),
+                })
+                .unwrap();
+            }
+        }
+        t.write_parquet(&path).unwrap();
+        let back = ResultsTable::read_parquet(&path).unwrap();
+        assert_eq!(back, t);
+        assert_eq!(back.num_rows(), 36);
+        // No temporary file is left behind.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn mismatched_params_are_rejected() {
+        let mut t = ResultsTable::new("toy", vec!["a".into()]);
+        t.push(RunRecord { params: Params::new().with("d", 1usize), workflow: Workflow::Replace, seed: 0, metrics: vec![1.0] })
+            .unwrap();
+        let err = t
+            .push(RunRecord { params: Params::new().with("d", 1.5), workflow: Workflow::Replace, seed: 0, metrics: vec![1.0] })
+            .unwrap_err();
+        assert!(err.to_string().contains("differ"));
+    }
+
+    #[test]
+    fn non_results_file_is_named_in_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("junk.parquet");
+        std::fs::write(&path, b"not parquet at all").unwrap();
+        let err = ResultsTable::read_parquet(&path).unwrap_err().to_string();
+        assert!(err.contains("junk.parquet"), "{err}");
+    }
+}

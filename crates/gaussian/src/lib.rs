@@ -1,0 +1,1 @@
+//! thrive-gaussian (in progress).

@@ -1,0 +1,1 @@
+//! thrive-kde (in progress).

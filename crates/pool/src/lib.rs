@@ -1,0 +1,1 @@
+//! thrive-pool (in progress).

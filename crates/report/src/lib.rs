@@ -1,0 +1,3 @@
+//! # thrive-report (in progress)
+//!
+//! Figures and summary tables from a [`thrive_core::ResultsTable`].

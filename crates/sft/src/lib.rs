@@ -1,0 +1,1 @@
+//! thrive-sft (in progress).
