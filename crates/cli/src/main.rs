@@ -10,7 +10,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "thrive", version, about = "Model collapse and its avoidance: Gaussian, KDE and language-model settings")]
+#[command(
+    name = "thrive",
+    version,
+    about = "Model collapse and its avoidance: Gaussian, KDE and language-model settings"
+)]
 struct Cli {
     /// Worker threads for parallel runs (default: all cores). Results do not depend on it.
     #[arg(long, global = true)]

@@ -58,7 +58,8 @@ pub trait Setting: Sync {
     /// The number of points in the pool.
     fn pool_len(&self, pool: &Self::Pool) -> usize;
     /// Fits a model on the selected part of the pool.
-    fn fit<'a>(&'a self, run: &'a Self::Run, pool: &'a Self::Pool, selection: Selection<'_>) -> Result<Self::Model<'a>>;
+    fn fit<'a>(&'a self, run: &'a Self::Run, pool: &'a Self::Pool, selection: Selection<'_>)
+        -> Result<Self::Model<'a>>;
     /// Appends the model's metrics to `out` (same order as `metric_names`).
     fn evaluate(&self, run: &Self::Run, model: &Self::Model<'_>, out: &mut Vec<f64>) -> Result<()>;
     /// Samples `n` synthetic points from the model.

@@ -16,10 +16,7 @@ impl Points {
             return Err(Error::invalid("dimension", "must be at least 1"));
         }
         if data.len() % dim != 0 {
-            return Err(Error::invalid(
-                "points",
-                format!("{} values do not make rows of dimension {dim}", data.len()),
-            ));
+            return Err(Error::invalid("points", format!("{} values do not make rows of dimension {dim}", data.len())));
         }
         Ok(Points { dim, data })
     }

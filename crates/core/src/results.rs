@@ -12,8 +12,8 @@ use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::workflow::Workflow;
 use arrow::array::{
-    Array, ArrayRef, Float64Array, Float64Builder, Int64Array, Int64Builder, RecordBatch, StringArray,
-    StringBuilder, UInt32Array, UInt32Builder, UInt64Array, UInt64Builder,
+    Array, ArrayRef, Float64Array, Float64Builder, Int64Array, Int64Builder, RecordBatch, StringArray, StringBuilder,
+    UInt32Array, UInt32Builder, UInt64Array, UInt64Builder,
 };
 use arrow::datatypes::{DataType, Field, Schema};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -191,7 +191,8 @@ impl ResultsTable {
     }
 
     fn schema(&self) -> Arc<Schema> {
-        let mut fields = vec![Field::new("setting", DataType::Utf8, false), Field::new("workflow", DataType::Utf8, false)];
+        let mut fields =
+            vec![Field::new("setting", DataType::Utf8, false), Field::new("workflow", DataType::Utf8, false)];
         if let Some(first) = self.runs.first() {
             for (k, v) in &first.params.0 {
                 fields.push(Field::new(k, v.data_type(), false));
@@ -295,7 +296,9 @@ impl ResultsTable {
         let builder = ParquetRecordBatchReaderBuilder::try_new(file)
             .map_err(|e| bad(format!("not a readable Parquet file: {e}")))?;
         let meta = builder.schema().metadata().clone();
-        let get = |k: &str| meta.get(k).cloned().ok_or_else(|| bad(format!("missing `{k}` metadata: not a thrive results file")));
+        let get = |k: &str| {
+            meta.get(k).cloned().ok_or_else(|| bad(format!("missing `{k}` metadata: not a thrive results file")))
+        };
         let setting = get(META_SETTING)?;
         let params: Vec<String> = serde_json::from_str(&get(META_PARAMS)?).map_err(|e| bad(e.to_string()))?;
         let metrics: Vec<String> = serde_json::from_str(&get(META_METRICS)?).map_err(|e| bad(e.to_string()))?;
@@ -309,10 +312,8 @@ impl ResultsTable {
             let seed = downcast::<UInt64Array>(col("seed")?, "seed", &bad)?;
             let gen = downcast::<UInt32Array>(col("generation")?, "generation", &bad)?;
             let param_cols: Vec<&ArrayRef> = params.iter().map(|p| col(p)).collect::<Result<_>>()?;
-            let metric_cols: Vec<&Float64Array> = metrics
-                .iter()
-                .map(|m| downcast::<Float64Array>(col(m)?, m, &bad))
-                .collect::<Result<_>>()?;
+            let metric_cols: Vec<&Float64Array> =
+                metrics.iter().map(|m| downcast::<Float64Array>(col(m)?, m, &bad)).collect::<Result<_>>()?;
             for r in 0..batch.num_rows() {
                 let w: Workflow = workflow.value(r).parse().map_err(|e: Error| bad(e.to_string()))?;
                 let mut p = Params::new();
@@ -384,10 +385,20 @@ mod tests {
     #[test]
     fn mismatched_params_are_rejected() {
         let mut t = ResultsTable::new("toy", vec!["a".into()]);
-        t.push(RunRecord { params: Params::new().with("d", 1usize), workflow: Workflow::Replace, seed: 0, metrics: vec![1.0] })
-            .unwrap();
+        t.push(RunRecord {
+            params: Params::new().with("d", 1usize),
+            workflow: Workflow::Replace,
+            seed: 0,
+            metrics: vec![1.0],
+        })
+        .unwrap();
         let err = t
-            .push(RunRecord { params: Params::new().with("d", 1.5), workflow: Workflow::Replace, seed: 0, metrics: vec![1.0] })
+            .push(RunRecord {
+                params: Params::new().with("d", 1.5),
+                workflow: Workflow::Replace,
+                seed: 0,
+                metrics: vec![1.0],
+            })
             .unwrap_err();
         assert!(err.to_string().contains("differ"));
     }

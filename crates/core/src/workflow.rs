@@ -145,10 +145,7 @@ impl Workflow {
 /// generator's state, `pool_len` and `k`.
 pub fn subsample_indices(rng: &mut Rng, pool_len: usize, k: usize) -> Result<Vec<usize>> {
     if k > pool_len {
-        return Err(Error::invalid(
-            "subsample size",
-            format!("{k} is larger than the pool of {pool_len} examples"),
-        ));
+        return Err(Error::invalid("subsample size", format!("{k} is larger than the pool of {pool_len} examples")));
     }
     Ok(rand::seq::index::sample(rng, pool_len, k).into_vec())
 }

@@ -1,3 +1,25 @@
-//! # thrive-report (in progress)
+//! # thrive-report
 //!
-//! Figures and summary tables from a [`thrive_core::ResultsTable`].
+//! Figures (PNG and SVG, drawn with plotters) and summary tables from a
+//! [`thrive_core::ResultsTable`]. It knows the tidy results format, not the
+//! settings: a trajectory figure has one panel per workflow, generation on the
+//! x axis, the mean over seeds with a 95% bootstrap band, and one line per
+//! value of the hue column (`n` by default). One figure is drawn per metric
+//! and per combination of the remaining parameters.
+
+pub mod bandwidth;
+
+use std::path::PathBuf;
+
+/// Errors while drawing or summarising.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {message}")]
+    Draw { path: PathBuf, message: String },
+    #[error("{0}")]
+    Input(String),
+    #[error(transparent)]
+    Core(#[from] thrive_core::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

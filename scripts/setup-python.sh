@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Creates scripts/.venv with the Python reference implementations.
+#   bash scripts/setup-python.sh        numpy, scikit-learn, pyarrow
+#   bash scripts/setup-python.sh lm     also torch, transformers, peft (large)
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+venv="$here/.venv"
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/python" -m pip install -q --upgrade pip
+"$venv/bin/python" -m pip install -q -r "$here/requirements.txt"
+if [ "${1:-}" = "lm" ]; then
+  "$venv/bin/python" -m pip install -q -r "$here/requirements-lm.txt"
+fi
+echo "$venv/bin/python"
