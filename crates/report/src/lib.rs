@@ -3,11 +3,21 @@
 //! Figures (PNG and SVG, drawn with plotters) and summary tables from a
 //! [`thrive_core::ResultsTable`]. It knows the tidy results format, not the
 //! settings: a trajectory figure has one panel per workflow, generation on the
-//! x axis, the mean over seeds with a 95% bootstrap band, and one line per
-//! value of the hue column (`n` by default). One figure is drawn per metric
-//! and per combination of the remaining parameters.
+//! x axis, the mean over seeds with a 95% bootstrap band (as seaborn draws the
+//! paper's figures), and one line per value of the hue column (`n` by
+//! default). One figure is drawn per metric and per combination of the other
+//! parameters (one per `d` for the Gaussian setting).
+//!
+//! It must not run experiments or know what a metric means.
 
 pub mod bandwidth;
+mod figure;
+mod stats;
+mod summary;
+
+pub use figure::{trajectory_figures, FigureOptions};
+pub use stats::{bootstrap_mean_ci, Band};
+pub use summary::{summary_json, summary_rows, summary_text, SummaryRow};
 
 use std::path::PathBuf;
 
