@@ -1,1 +1,25 @@
-//! thrive-gaussian (in progress).
+//! # thrive-gaussian
+//!
+//! The paper's first setting (protocol §2): the true distribution is
+//! N(0, σ²I_d); each generation fits the sample mean and the
+//! maximum-likelihood covariance (1/N) and samples n points from the fit.
+//!
+//! - Sampling goes through a symmetric eigendecomposition Σ̂ = U Λ Uᵀ
+//!   (X = Z Λ^½ Uᵀ + μ̂), never Cholesky, because Σ̂ is singular whenever the
+//!   fit has at most d points and becomes numerically singular under Replace.
+//! - The cost of a generation does not grow with the pool: pools keep
+//!   (count, mean, M2 = Σ(x−mean)(x−mean)ᵀ) and merge each new batch with
+//!   Chan et al.'s pairwise update, which stays exact when the covariance
+//!   has collapsed to 1e-10 while the mean is O(1) (Σxxᵀ/N − μμᵀ would not).
+//!   Only Accumulate-Subsample keeps the raw points, since it refits on a
+//!   fresh subsample every generation.
+//! - faer is built without rayon: each fit runs on one thread and runs go in
+//!   parallel (thrive_core::run_grid), so results do not depend on threads.
+//!
+//! The generation loop, workflows and seeding are thrive-core's.
+
+mod moments;
+mod setting;
+
+pub use moments::Moments;
+pub use setting::{grid_specs, paper_grid, Gaussian, GaussianFit, Pool, METRICS};

@@ -35,28 +35,51 @@ pub struct Args {
     no_figures: bool,
 }
 
+/// Figures and summary with the default options, for `--report` flags of the settings.
+pub fn report_table(table: &ResultsTable, results: &std::path::Path) -> Result<()> {
+    let args = Args {
+        results: results.to_path_buf(),
+        out_dir: None,
+        metric: Vec::new(),
+        hue: "n".into(),
+        generations: vec![1, 10, 100, 0],
+        resamples: 1000,
+        linear: false,
+        json: false,
+        no_figures: false,
+    };
+    draw_and_summarise(table, &args)
+}
+
+/// The default figure folder beside a results file: `<stem>-figures`.
+fn default_out_dir(results: &std::path::Path) -> PathBuf {
+    let stem = results.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    results.with_file_name(format!("{stem}-figures"))
+}
+
 pub fn run(args: Args) -> Result<()> {
     let table = ResultsTable::read_parquet(&args.results)
         .with_context(|| format!("reading results {}", args.results.display()))?;
-    let out_dir = args.out_dir.clone().unwrap_or_else(|| {
-        let stem = args.results.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        args.results.with_file_name(format!("{stem}-figures"))
-    });
+    draw_and_summarise(&table, &args)
+}
+
+fn draw_and_summarise(table: &ResultsTable, args: &Args) -> Result<()> {
+    let out_dir = args.out_dir.clone().unwrap_or_else(|| default_out_dir(&args.results));
     if !args.no_figures {
         let mut opts = FigureOptions::new(&out_dir);
         opts.metrics = args.metric.clone();
         opts.hue = args.hue.clone();
         opts.resamples = args.resamples;
         opts.log_y = args.linear.then_some(false);
-        let files = trajectory_figures(&table, &opts)?;
+        let files = trajectory_figures(table, &opts)?;
         let extra = if table.setting == "kde" {
-            thrive_report::bandwidth::bandwidth_figures(&table, &out_dir, &args.generations)?
+            thrive_report::bandwidth::bandwidth_figures(table, &out_dir, &args.generations)?
         } else {
             Vec::new()
         };
         tracing::info!("wrote {} figure files to {}", files.len() + extra.len(), out_dir.display());
     }
-    let rows = summary_rows(&table, &args.generations, &args.metric);
+    let rows = summary_rows(table, &args.generations, &args.metric);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary_json(&rows))?);
     } else {

@@ -1,0 +1,127 @@
+//! Sample moments of a set of points, mergeable batch by batch.
+
+use faer::linalg::matmul::matmul;
+use faer::{Accum, Mat, MatRef, Par};
+
+/// Count, mean and M2 = Σ(x − mean)(x − mean)ᵀ of a set of points in R^d.
+#[derive(Debug, Clone)]
+pub struct Moments {
+    pub count: usize,
+    pub mean: Vec<f64>,
+    /// d × d, symmetric.
+    pub m2: Mat<f64>,
+}
+
+impl Moments {
+    /// The moments of no points.
+    pub fn empty(dim: usize) -> Self {
+        Moments { count: 0, mean: vec![0.0; dim], m2: Mat::zeros(dim, dim) }
+    }
+
+    /// Moments of `n` row-major points of dimension `dim` (two passes: mean, then centred products).
+    pub fn of_rows(dim: usize, data: &[f64]) -> Self {
+        let n = data.len() / dim;
+        if n == 0 {
+            return Self::empty(dim);
+        }
+        let mut mean = vec![0.0; dim];
+        for row in data.chunks_exact(dim) {
+            for (m, x) in mean.iter_mut().zip(row) {
+                *m += x;
+            }
+        }
+        mean.iter_mut().for_each(|m| *m /= n as f64);
+        let mut centred = data.to_vec();
+        for row in centred.chunks_exact_mut(dim) {
+            for (x, m) in row.iter_mut().zip(&mean) {
+                *x -= m;
+            }
+        }
+        // Row-major n × d is column-major d × n: each column one centred point.
+        let xt = MatRef::from_column_major_slice(&centred, dim, n);
+        let mut m2 = Mat::zeros(dim, dim);
+        matmul(m2.as_mut(), Accum::Replace, xt, xt.transpose(), 1.0, Par::Seq);
+        Moments { count: n, mean, m2 }
+    }
+
+    /// Merges `other` into `self` (Chan, Golub and LeVeque's pairwise update).
+    pub fn merge(&mut self, other: &Moments) {
+        if other.count == 0 {
+            return;
+        }
+        if self.count == 0 {
+            *self = other.clone();
+            return;
+        }
+        let (na, nb) = (self.count as f64, other.count as f64);
+        let n = na + nb;
+        let delta: Vec<f64> = other.mean.iter().zip(&self.mean).map(|(b, a)| b - a).collect();
+        let w = na * nb / n;
+        let d = self.mean.len();
+        for j in 0..d {
+            for i in 0..d {
+                self.m2[(i, j)] += other.m2[(i, j)] + w * delta[i] * delta[j];
+            }
+        }
+        for (m, dl) in self.mean.iter_mut().zip(&delta) {
+            *m += dl * nb / n;
+        }
+        self.count += other.count;
+    }
+
+    /// The maximum-likelihood covariance M2 / N (numpy's `cov(bias=True)`).
+    pub fn covariance(&self) -> Mat<f64> {
+        let n = self.count.max(1) as f64;
+        Mat::from_fn(self.m2.nrows(), self.m2.ncols(), |i, j| self.m2[(i, j)] / n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive_cov(dim: usize, data: &[f64]) -> (Vec<f64>, Vec<f64>) {
+        let n = data.len() / dim;
+        let mean: Vec<f64> = (0..dim).map(|j| data.chunks(dim).map(|r| r[j]).sum::<f64>() / n as f64).collect();
+        let mut cov = vec![0.0; dim * dim];
+        for r in data.chunks(dim) {
+            for i in 0..dim {
+                for j in 0..dim {
+                    cov[i * dim + j] += (r[i] - mean[i]) * (r[j] - mean[j]) / n as f64;
+                }
+            }
+        }
+        (mean, cov)
+    }
+
+    #[test]
+    fn merged_batches_equal_the_whole() {
+        let dim = 3;
+        let data: Vec<f64> = (0..3 * 37).map(|i| ((i * 7919) % 101) as f64 / 10.0 - 5.0 + 1e3).collect();
+        let mut merged = Moments::empty(dim);
+        for chunk in data.chunks(3 * 5) {
+            merged.merge(&Moments::of_rows(dim, chunk));
+        }
+        let (mean, cov) = naive_cov(dim, &data);
+        let c = merged.covariance();
+        assert_eq!(merged.count, 37);
+        for i in 0..dim {
+            assert!((merged.mean[i] - mean[i]).abs() < 1e-9);
+            for j in 0..dim {
+                assert!((c[(i, j)] - cov[i * dim + j]).abs() < 1e-9, "{i} {j}");
+            }
+        }
+    }
+
+    #[test]
+    fn tiny_spread_around_large_mean_is_exact() {
+        // Variance 1e-20 around a mean of 1: raw second moments would cancel to noise.
+        let data: Vec<f64> = (0..100).map(|i| 1.0 + if i % 2 == 0 { 1e-10 } else { -1e-10 }).collect();
+        let mut m = Moments::empty(1);
+        for chunk in data.chunks(10) {
+            m.merge(&Moments::of_rows(1, chunk));
+        }
+        let var = m.covariance()[(0, 0)];
+        assert!((var - 1e-20).abs() < 1e-26, "{var}");
+    }
+}
