@@ -18,7 +18,6 @@
 //! Accumulate every real point is already in every training set.
 
 use crate::error::{Error, Result};
-use crate::points::Points;
 use crate::seed::{Rng, Seeds, Stream};
 use crate::workflow::{subsample_indices, SubsampleSize, Workflow};
 
@@ -31,13 +30,17 @@ pub enum Selection<'a> {
     Indices(&'a [usize]),
 }
 
-/// A setting whose data are points in R^d: the Gaussian and KDE settings.
+/// A setting run by the toy generation loop: the Gaussian and KDE settings.
 ///
-/// A pool must keep its points in insertion order, because subsample indices
-/// refer to that order (real data first, then S_1, S_2, ...).
+/// A pool must keep its examples in insertion order, because subsample
+/// indices refer to that order (real data first, then S_1, S_2, ...).
 pub trait Setting: Sync {
     /// Per-run state drawn once from the run's seeds, e.g. a held-out test set.
     type Run: Send;
+    /// One batch of data: real data or one generation's synthetic data. Usually
+    /// [`crate::Points`]; a setting may instead sample a batch's sufficient statistics
+    /// when that is exact in distribution.
+    type Batch: Send;
     /// The training pool; it may keep running statistics beside (or instead of) points.
     type Pool: Send;
     /// A fitted model, which may borrow the pool it was fitted on.
@@ -48,11 +51,15 @@ pub trait Setting: Sync {
     /// Names of the metrics [`Setting::evaluate`] writes, in order.
     fn metric_names(&self) -> Vec<String>;
     /// Draws the run state and the n real training points.
-    fn start(&self, seeds: &Seeds, n: usize) -> Result<(Self::Run, Points)>;
+    fn start(&self, seeds: &Seeds, n: usize) -> Result<(Self::Run, Self::Batch)>;
+    /// The number of examples in a batch.
+    fn batch_len(&self, batch: &Self::Batch) -> usize;
+    /// The first `k` examples of a batch (used to keep real points, see [`ChainConfig::retained_real`]).
+    fn batch_head(&self, batch: &Self::Batch, k: usize) -> Result<Self::Batch>;
     /// An empty pool for `workflow`.
     fn new_pool(&self, run: &Self::Run, workflow: Workflow) -> Self::Pool;
     /// Appends a batch to the pool.
-    fn push(&self, pool: &mut Self::Pool, batch: &Points) -> Result<()>;
+    fn push(&self, pool: &mut Self::Pool, batch: &Self::Batch) -> Result<()>;
     /// Empties the pool (Replace).
     fn clear(&self, pool: &mut Self::Pool);
     /// The number of points in the pool.
@@ -62,8 +69,8 @@ pub trait Setting: Sync {
         -> Result<Self::Model<'a>>;
     /// Appends the model's metrics to `out` (same order as `metric_names`).
     fn evaluate(&self, run: &Self::Run, model: &Self::Model<'_>, out: &mut Vec<f64>) -> Result<()>;
-    /// Samples `n` synthetic points from the model.
-    fn sample(&self, model: &Self::Model<'_>, n: usize, rng: &mut Rng) -> Result<Points>;
+    /// Samples a batch of `n` synthetic examples from the model.
+    fn sample(&self, model: &Self::Model<'_>, n: usize, rng: &mut Rng) -> Result<Self::Batch>;
 }
 
 /// How one chain runs.
@@ -109,10 +116,14 @@ pub fn run_chain<S: Setting>(setting: &S, config: &ChainConfig, seeds: &Seeds) -
     let n_metrics = setting.metric_names().len();
     let mut metrics = Vec::with_capacity(config.generations as usize * n_metrics);
     let (run, real) = setting.start(seeds, config.n)?;
-    if real.len() != config.n {
-        return Err(Error::Setting(format!("setting drew {} real points, expected {}", real.len(), config.n)));
+    if setting.batch_len(&real) != config.n {
+        return Err(Error::Setting(format!(
+            "setting drew {} real examples, expected {}",
+            setting.batch_len(&real),
+            config.n
+        )));
     }
-    let retained = real.head(config.retained_real);
+    let retained = (config.retained_real > 0).then(|| setting.batch_head(&real, config.retained_real)).transpose()?;
     let mut pool = setting.new_pool(&run, config.workflow);
     setting.push(&mut pool, &real)?;
     drop(real);
@@ -151,8 +162,8 @@ pub fn run_chain<S: Setting>(setting: &S, config: &ChainConfig, seeds: &Seeds) -
             setting.push(&mut pool, &synthetic)?;
         } else {
             setting.clear(&mut pool);
-            if !retained.is_empty() {
-                setting.push(&mut pool, &retained)?;
+            if let Some(retained) = &retained {
+                setting.push(&mut pool, retained)?;
             }
             setting.push(&mut pool, &synthetic)?;
         }

@@ -13,6 +13,11 @@
 //!   has collapsed to 1e-10 while the mean is O(1) (Σxxᵀ/N − μμᵀ would not).
 //!   Only Accumulate-Subsample keeps the raw points, since it refits on a
 //!   fresh subsample every generation.
+//! - Under Accumulate and Replace the pool needs only the moments of each
+//!   synthetic batch, and for n > d those can be drawn directly: the sample
+//!   mean is N(μ̂, Σ̂/n) and M2 is Wishart(Σ̂, n − 1) (Bartlett). That is exact
+//!   in distribution and costs O(d³) instead of O(n d²) per generation.
+//!   `Gaussian::sample_points` (`--sample-points`) draws the points instead.
 //! - faer is built without rayon: each fit runs on one thread and runs go in
 //!   parallel (thrive_core::run_grid), so results do not depend on threads.
 //!
@@ -22,4 +27,4 @@ mod moments;
 mod setting;
 
 pub use moments::Moments;
-pub use setting::{grid_specs, paper_grid, Gaussian, GaussianFit, Pool, METRICS};
+pub use setting::{grid_specs, paper_grid, Batch, Gaussian, GaussianFit, Pool, Root, METRICS};

@@ -331,3 +331,47 @@ fn retained_real_points_slow_replace_collapse() {
     cfg.retained_real = 101;
     assert!(run_chain(&g, &cfg, &Seeds::new(0)).is_err());
 }
+
+#[test]
+fn sampled_moments_match_sampled_points_in_distribution() {
+    // Accumulate and Replace draw each synthetic batch's mean and M2 directly (Bartlett);
+    // the literal algorithm draws the points. Both must give the same distribution of metrics.
+    for w in [Workflow::Accumulate, Workflow::Replace] {
+        let fast = Gaussian::new(3, 1.0).unwrap();
+        let slow = Gaussian { sample_points: true, ..fast };
+        let cfg = ChainConfig::paper(w, 10, 10);
+        for k in [SE, 2, TRACE] {
+            let a: Vec<f64> =
+                (0..1000).map(|s| run_chain(&fast, &cfg, &Seeds::new(s)).unwrap()[9 * METRICS.len() + k]).collect();
+            let b: Vec<f64> =
+                (1000..2000).map(|s| run_chain(&slow, &cfg, &Seeds::new(s)).unwrap()[9 * METRICS.len() + k]).collect();
+            let ((ma, sa, _), (mb, sb, _)) = (mean_sem(&a), mean_sem(&b));
+            assert!((ma - mb).abs() <= Z * (sa * sa + sb * sb).sqrt(), "{w} metric {k}: {ma} vs {mb}");
+        }
+    }
+}
+
+#[test]
+fn cholesky_root_gives_the_same_distribution_and_survives_singular_fits() {
+    let eigen = Gaussian::new(3, 1.0).unwrap();
+    let chol = Gaussian { root: thrive_gaussian::Root::Cholesky, ..eigen };
+    let cfg = ChainConfig::paper(Workflow::Accumulate, 10, 10);
+    // Generation 1 is the same fit: identical metrics up to round-off.
+    let a = run_chain(&eigen, &cfg, &Seeds::new(5)).unwrap();
+    let b = run_chain(&chol, &cfg, &Seeds::new(5)).unwrap();
+    for k in 0..4 {
+        assert!((a[k] - b[k]).abs() <= 1e-10 * a[k].abs(), "metric {k}: {} vs {}", a[k], b[k]);
+    }
+    for k in [SE, TRACE] {
+        let x: Vec<f64> =
+            (0..1000).map(|s| run_chain(&eigen, &cfg, &Seeds::new(s)).unwrap()[9 * METRICS.len() + k]).collect();
+        let y: Vec<f64> =
+            (1000..2000).map(|s| run_chain(&chol, &cfg, &Seeds::new(s)).unwrap()[9 * METRICS.len() + k]).collect();
+        let ((mx, sx, _), (my, sy, _)) = (mean_sem(&x), mean_sem(&y));
+        assert!((mx - my).abs() <= Z * (sx * sx + sy * sy).sqrt(), "metric {k}: {mx} vs {my}");
+    }
+    // n <= d: Cholesky fails and the eigen root takes over.
+    let singular = Gaussian { root: thrive_gaussian::Root::Cholesky, ..Gaussian::new(10, 1.0).unwrap() };
+    let r = run_chain(&singular, &ChainConfig::paper(Workflow::Replace, 5, 20), &Seeds::new(1)).unwrap();
+    assert!(r.chunks(METRICS.len()).all(|m| m[SE].is_finite() && m[TRACE].is_finite()));
+}

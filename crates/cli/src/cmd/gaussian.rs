@@ -6,7 +6,7 @@ use serde_json::json;
 use std::path::PathBuf;
 use thrive_core::manifest::Stopwatch;
 use thrive_core::{run_grid, Workflow};
-use thrive_gaussian::{grid_specs, paper_grid, Gaussian, METRICS};
+use thrive_gaussian::{grid_specs, paper_grid, Gaussian, Root, METRICS};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -34,6 +34,13 @@ pub struct Args {
     /// `paper`: the full sweep of protocol §2.5 (d ∈ {1,3,10,31,100} × n ∈ {10,32,100,316,1000}); overrides --dim and --n.
     #[arg(long)]
     grid: Option<String>,
+    /// Sample every synthetic point, even where sampling a batch's moments is exact (slower).
+    #[arg(long)]
+    sample_points: bool,
+    /// Sampling square root of the fitted covariance: `eigen` (works for singular fits) or
+    /// `cholesky` (where positive definite, else eigen; same distribution, faster at large d).
+    #[arg(long, default_value = "eigen")]
+    root: String,
     /// Results file (Parquet); the manifest is written beside it.
     #[arg(long, default_value = "results/gaussian.parquet")]
     out: PathBuf,
@@ -63,9 +70,14 @@ pub fn run(args: Args) -> Result<()> {
     if args.out.extension().and_then(|e| e.to_str()) != Some("parquet") {
         bail!("--out {}: the results file must end in .parquet", args.out.display());
     }
+    let root = match args.root.as_str() {
+        "eigen" => Root::Eigen,
+        "cholesky" => Root::Cholesky,
+        other => bail!("--root: unknown square root `{other}` (expected eigen or cholesky)"),
+    };
     let settings: Vec<Gaussian> = dims
         .iter()
-        .map(|&d| Gaussian::new(d, args.sigma2))
+        .map(|&d| Gaussian::new(d, args.sigma2).map(|g| Gaussian { sample_points: args.sample_points, root, ..g }))
         .collect::<thrive_core::Result<_>>()
         .map_err(|e| anyhow::anyhow!("--{e}"))?;
     let specs = grid_specs(&settings, &ns, &workflows, &seeds, args.generations, args.real)?;
@@ -84,7 +96,7 @@ pub fn run(args: Args) -> Result<()> {
     let config = json!({
         "dim": dims, "n": ns, "generations": args.generations, "seeds": seeds.len(),
         "workflows": workflows.iter().map(|w| w.name()).collect::<Vec<_>>(),
-        "sigma2": args.sigma2, "real": args.real, "grid": args.grid,
+        "sigma2": args.sigma2, "real": args.real, "grid": args.grid, "sample_points": args.sample_points, "root": args.root,
     });
     write_results(&table, &args.out, config, &args.seeds, &watch)?;
     if args.report {
