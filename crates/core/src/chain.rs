@@ -64,9 +64,14 @@ pub trait Setting: Sync {
     fn clear(&self, pool: &mut Self::Pool);
     /// The number of points in the pool.
     fn pool_len(&self, pool: &Self::Pool) -> usize;
-    /// Fits a model on the selected part of the pool.
-    fn fit<'a>(&'a self, run: &'a Self::Run, pool: &'a Self::Pool, selection: Selection<'_>)
-        -> Result<Self::Model<'a>>;
+    /// Fits generation `generation`'s model (from 1) on the selected part of the pool.
+    fn fit<'a>(
+        &'a self,
+        run: &'a Self::Run,
+        pool: &'a Self::Pool,
+        selection: Selection<'_>,
+        generation: u32,
+    ) -> Result<Self::Model<'a>>;
     /// Appends the model's metrics to `out` (same order as `metric_names`).
     fn evaluate(&self, run: &Self::Run, model: &Self::Model<'_>, out: &mut Vec<f64>) -> Result<()>;
     /// Samples a batch of `n` synthetic examples from the model.
@@ -143,7 +148,7 @@ pub fn run_chain<S: Setting>(setting: &S, config: &ChainConfig, seeds: &Seeds) -
             } else {
                 Selection::All
             };
-            let model = setting.fit(&run, &pool, selection)?;
+            let model = setting.fit(&run, &pool, selection, t)?;
             let before = metrics.len();
             setting.evaluate(&run, &model, &mut metrics)?;
             if metrics.len() - before != n_metrics {

@@ -233,7 +233,13 @@ impl Setting for Gaussian {
         pool.moments.count
     }
 
-    fn fit<'a>(&'a self, _run: &'a (), pool: &'a Pool, selection: Selection<'_>) -> Result<GaussianFit> {
+    fn fit<'a>(
+        &'a self,
+        _run: &'a (),
+        pool: &'a Pool,
+        selection: Selection<'_>,
+        _generation: u32,
+    ) -> Result<GaussianFit> {
         let mut fit = match selection {
             Selection::All => self.fit_moments(&pool.moments)?,
             Selection::Indices(idx) => {
