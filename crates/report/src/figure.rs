@@ -26,6 +26,10 @@ pub struct FigureOptions {
     pub seed: u64,
     /// Log y axis: `None` chooses log when every value is positive.
     pub log_y: Option<bool>,
+    /// Parameters left out of the facets (so runs that differ only in them share a figure).
+    pub ignore: Vec<String>,
+    /// Added to every file name, so figures of another grouping do not overwrite these.
+    pub tag: String,
 }
 
 impl FigureOptions {
@@ -37,6 +41,8 @@ impl FigureOptions {
             resamples: 1000,
             seed: 0,
             log_y: None,
+            ignore: Vec::new(),
+            tag: String::new(),
         }
     }
 }
@@ -191,7 +197,8 @@ fn build_figures(table: &ResultsTable, opts: &FigureOptions) -> Result<Vec<Figur
     type Curves = BTreeMap<Workflow, BTreeMap<String, (ParamValue, Vec<usize>)>>;
     let mut facets: Vec<(Vec<(String, ParamValue)>, Curves)> = Vec::new();
     for (i, run) in table.runs.iter().enumerate() {
-        let facet: Vec<(String, ParamValue)> = run.params.0.iter().filter(|(k, _)| k != &opts.hue).cloned().collect();
+        let facet: Vec<(String, ParamValue)> =
+            run.params.0.iter().filter(|(k, _)| k != &opts.hue && !opts.ignore.contains(k)).cloned().collect();
         let hue = run.params.get(&opts.hue).cloned().expect("checked above");
         let pos = match facets.iter().position(|(f, _)| same_params(f, &facet)) {
             Some(p) => p,
@@ -236,10 +243,8 @@ fn build_figures(table: &ResultsTable, opts: &FigureOptions) -> Result<Vec<Figur
                     panels.push(Panel { workflow: *workflow, curves: out });
                 }
             }
-            let facet_text: Vec<String> = facet.iter().map(|(k, v)| format!("{k} = {v}")).collect();
-            let facet_file: Vec<String> =
-                facet.iter().map(|(k, v)| format!("{k}{}", file_safe(&v.to_string()))).collect();
-            let mut stem = format!("{}_{}", table.setting, metric);
+            let (facet_text, facet_file) = facet_labels(facet);
+            let mut stem = format!("{}_{}{}", table.setting, metric, opts.tag);
             if !facet_file.is_empty() {
                 stem = format!("{stem}_{}", facet_file.join("_"));
             }
@@ -253,6 +258,14 @@ fn build_figures(table: &ResultsTable, opts: &FigureOptions) -> Result<Vec<Figur
         .filter(|f| !f.panels.is_empty())
         .collect();
     Ok(figures)
+}
+
+/// Title text and file-name parts of a facet; parameters set to "-" (not applicable) are left out.
+pub(crate) fn facet_labels(facet: &[(String, ParamValue)]) -> (Vec<String>, Vec<String>) {
+    let shown = facet.iter().filter(|(_, v)| v.to_string() != "-");
+    let text = shown.clone().map(|(k, v)| format!("{k} = {v}")).collect();
+    let file = shown.map(|(k, v)| format!("{k}{}", file_safe(&v.to_string()))).collect();
+    (text, file)
 }
 
 fn same_params(a: &[(String, ParamValue)], b: &[(String, ParamValue)]) -> bool {

@@ -29,7 +29,7 @@ pub fn summary_rows(table: &ResultsTable, generations: &[u32], metrics: &[String
             None => groups.push((params, run.workflow, vec![i])),
         }
     }
-    groups.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| natural(&a.0).partial_cmp(&natural(&b.0)).unwrap()));
+    groups.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| natural_cmp(&a.0, &b.0)));
     let m = table.metric_names.len();
     let mut rows = Vec::new();
     for (params, workflow, runs) in groups {
@@ -63,8 +63,20 @@ pub fn summary_rows(table: &ResultsTable, generations: &[u32], metrics: &[String
 }
 
 /// Sorts numeric parameter values numerically.
-fn natural(p: &[(String, String)]) -> Vec<(f64, String)> {
-    p.iter().map(|(_, v)| (v.parse::<f64>().unwrap_or(f64::NAN), v.clone())).collect()
+/// Orders parameter lists value by value: numbers numerically (NaN last), then text.
+fn natural_cmp(a: &[(String, String)], b: &[(String, String)]) -> std::cmp::Ordering {
+    let key = |v: &str| match v.parse::<f64>() {
+        Ok(x) if !x.is_nan() => (0, x),
+        _ => (1, 0.0),
+    };
+    for ((_, x), (_, y)) in a.iter().zip(b) {
+        let (kx, ky) = (key(x), key(y));
+        let order = kx.0.cmp(&ky.0).then(kx.1.total_cmp(&ky.1)).then_with(|| x.cmp(y));
+        if order.is_ne() {
+            return order;
+        }
+    }
+    a.len().cmp(&b.len())
 }
 
 /// The summary as an aligned text table, one block per metric.

@@ -87,3 +87,49 @@ fn summary_means_match_hand_computation() {
     let text = summary_text(&rows);
     assert!(text.contains("t=20") && text.contains("accumulate-subsample"), "{text}");
 }
+
+/// A KDE-shaped table: fixed bandwidths, a rule of thumb and a schedule.
+fn kde_table() -> ResultsTable {
+    let mut t = ResultsTable::new("kde", vec!["nll".into(), "h".into()]);
+    let bandwidths = [("0.1", 0.1), ("1", 1.0), ("10", 10.0), ("scott", f64::NAN), ("0.5*t^-0.5", 0.5)];
+    for (name, h1) in bandwidths {
+        for w in Workflow::ALL {
+            for seed in 0..4u64 {
+                let metrics = (1..=12)
+                    .flat_map(|g| {
+                        let h = if h1.is_nan() { 0.3 } else { h1 };
+                        [(h.ln().powi(2) + 1.0) * (1.0 + g as f64 / 10.0) + seed as f64 / 100.0, h]
+                    })
+                    .collect();
+                let params =
+                    Params::new().with("dataset", "moons").with("bandwidth", name).with("h1", h1).with("n", 100usize);
+                t.push(RunRecord { params, workflow: w, seed, metrics }).unwrap();
+            }
+        }
+    }
+    t
+}
+
+#[test]
+fn bandwidth_figures_cover_fixed_rules_and_schedules() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = thrive_report::bandwidth::bandwidth_figures(&kde_table(), dir.path(), &[1, 0]).unwrap();
+    let names: Vec<String> = files.iter().map(|f| f.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    assert!(names.contains(&"kde_nll-vs-bandwidth_datasetmoons_n100.png".to_string()), "{names:?}");
+    // The schedule is present, so NLL against generation coloured by bandwidth is drawn too.
+    assert!(names.iter().any(|n| n.starts_with("kde_nll-by-bandwidth") && n.ends_with(".svg")), "{names:?}");
+    let svg = std::fs::read_to_string(dir.path().join("kde_nll-vs-bandwidth_datasetmoons_n100.svg")).unwrap();
+    assert!(svg.contains("generation 12") && svg.contains("bandwidth h"), "missing legend or axis");
+
+    // Without at least two fixed bandwidths there is nothing to draw against bandwidth.
+    let mut single = ResultsTable::new("kde", vec!["nll".into(), "h".into()]);
+    single
+        .push(RunRecord {
+            params: Params::new().with("bandwidth", "0.1").with("n", 10usize),
+            workflow: Workflow::Replace,
+            seed: 0,
+            metrics: vec![1.0, 0.1],
+        })
+        .unwrap();
+    assert!(thrive_report::bandwidth::bandwidth_figures(&single, dir.path(), &[1]).unwrap().is_empty());
+}

@@ -71,6 +71,10 @@ fn draw_and_summarise(table: &ResultsTable, args: &Args) -> Result<()> {
         opts.hue = args.hue.clone();
         opts.resamples = args.resamples;
         opts.log_y = args.linear.then_some(false);
+        if table.setting == "kde" {
+            // h1 only restates the bandwidth column.
+            opts.ignore = vec!["h1".into()];
+        }
         let files = trajectory_figures(table, &opts)?;
         let extra = if table.setting == "kde" {
             thrive_report::bandwidth::bandwidth_figures(table, &out_dir, &args.generations)?
