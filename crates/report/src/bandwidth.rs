@@ -24,6 +24,9 @@ use thrive_core::{ParamValue, ResultsTable, Workflow};
 
 const RESAMPLES: usize = 1000;
 
+/// A facet's parameters and its runs by workflow.
+type Facet = (Vec<(String, ParamValue)>, BTreeMap<Workflow, Vec<usize>>);
+
 enum Kind {
     Fixed(f64),
     Rule(String),
@@ -72,7 +75,7 @@ pub fn bandwidth_figures(table: &ResultsTable, out_dir: &Path, generations: &[u3
     ensure_font();
 
     // facet (params other than bandwidth and h1) -> workflow -> runs
-    let mut facets: BTreeMap<String, (Vec<(String, ParamValue)>, BTreeMap<Workflow, Vec<usize>>)> = BTreeMap::new();
+    let mut facets: BTreeMap<String, Facet> = BTreeMap::new();
     let mut has_schedule = false;
     for (i, run) in table.runs.iter().enumerate() {
         let facet: Vec<(String, ParamValue)> =
