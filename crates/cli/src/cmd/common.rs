@@ -5,6 +5,14 @@ use std::path::{Path, PathBuf};
 use thrive_core::manifest::Stopwatch;
 use thrive_core::{Manifest, ResultsTable};
 
+/// Turns a library error about a parameter into one that names the flag (`--dim: must be at least 1`).
+pub fn flag_error(e: thrive_core::Error) -> anyhow::Error {
+    match e {
+        thrive_core::Error::InvalidParameter { name, reason } => anyhow::anyhow!("--{name}: {reason}"),
+        other => other.into(),
+    }
+}
+
 /// Parses a seed list: `0..100` (half-open), `0..=9`, `3`, or `1,5,9`.
 pub fn parse_seeds(s: &str) -> Result<Vec<u64>> {
     let s = s.trim();

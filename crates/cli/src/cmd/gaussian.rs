@@ -1,6 +1,6 @@
 //! `thrive gaussian`: the multivariate-Gaussian setting.
 
-use super::common::{parse_list, parse_seeds, write_results};
+use super::common::{flag_error, parse_list, parse_seeds, write_results};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 use std::path::PathBuf;
@@ -61,8 +61,8 @@ pub fn run(args: Args) -> Result<()> {
     if args.generations == 0 {
         bail!("--generations must be at least 1");
     }
-    if let Some(&n) = ns.iter().find(|&&n| n == 0) {
-        bail!("--n: {n} points per generation is too few (at least 1)");
+    if let Some(&n) = ns.iter().find(|&&n| n < 2) {
+        bail!("--n: {n} points per generation is too few (a covariance fit needs at least 2)");
     }
     if let Some(&n) = ns.iter().find(|&&n| n < args.real) {
         bail!("--real {}: cannot keep more real points than n = {n}", args.real);
@@ -79,8 +79,8 @@ pub fn run(args: Args) -> Result<()> {
         .iter()
         .map(|&d| Gaussian::new(d, args.sigma2).map(|g| Gaussian { sample_points: args.sample_points, root, ..g }))
         .collect::<thrive_core::Result<_>>()
-        .map_err(|e| anyhow::anyhow!("--{e}"))?;
-    let specs = grid_specs(&settings, &ns, &workflows, &seeds, args.generations, args.real)?;
+        .map_err(flag_error)?;
+    let specs = grid_specs(&settings, &ns, &workflows, &seeds, args.generations, args.real).map_err(flag_error)?;
     tracing::info!(
         "gaussian: {} runs (d {:?} × n {:?} × {} workflows × {} seeds), {} generations, {} threads",
         specs.len(),

@@ -1,6 +1,6 @@
 //! `thrive kde`: the kernel-density setting.
 
-use super::common::{parse_list, parse_seeds, write_results};
+use super::common::{flag_error, parse_list, parse_seeds, write_results};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 use std::path::PathBuf;
@@ -15,7 +15,7 @@ pub struct Args {
     #[arg(long, default_value = "moons")]
     dataset: String,
     /// Bandwidths (comma-separated): numbers, `scott`, `silverman`, or schedules `H*t^-ALPHA`.
-    #[arg(long, default_value = "0.1")]
+    #[arg(long, default_value = "0.1", allow_hyphen_values = true)]
     bandwidth: String,
     /// Points per generation n (comma-separated).
     #[arg(long, default_value = "100")]
@@ -76,7 +76,7 @@ pub fn run(args: Args) -> Result<()> {
     let seeds_text = args.seeds.clone().unwrap_or_else(|| "0..100".into());
     let seeds = parse_seeds(&seeds_text).context("--seeds")?;
     let workflows = Workflow::parse_list(&args.workflow).context("--workflow")?;
-    let bandwidths = Bandwidth::parse_list(bandwidths).map_err(|e| anyhow::anyhow!("--{e}"))?;
+    let bandwidths = Bandwidth::parse_list(bandwidths).map_err(flag_error)?;
     if bandwidths.is_empty() {
         bail!("--bandwidth: no bandwidth given");
     }
@@ -98,7 +98,7 @@ pub fn run(args: Args) -> Result<()> {
         let points = read_points(path, &args.columns).with_context(|| format!("--data {}", path.display()))?;
         let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "data".into());
         let data = RealData::File { name: name.clone(), points: Arc::new(points), test_fraction: args.test_fraction };
-        let probe = Kde::new(data.clone(), bandwidths[0])?;
+        let probe = Kde::new(data.clone(), bandwidths[0]).map_err(flag_error)?;
         let n = probe.training_size().unwrap_or(0);
         if n < 2 {
             bail!(
@@ -112,7 +112,7 @@ pub fn run(args: Args) -> Result<()> {
         if let Some(n) = ns.iter().find(|&&n| n == 0) {
             bail!("--n: {n} points per generation is too few (at least 1)");
         }
-        for dataset in Dataset::parse_list(datasets).map_err(|e| anyhow::anyhow!("--{e}"))? {
+        for dataset in Dataset::parse_list(datasets).map_err(flag_error)? {
             sources.push((dataset.name().into(), RealData::Generator { dataset, centres }, ns.clone()));
         }
     }
@@ -120,7 +120,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut settings: Vec<(String, Vec<usize>, Kde)> = Vec::new();
     for (name, data, ns) in &sources {
         for &b in &bandwidths {
-            settings.push((name.clone(), ns.clone(), Kde::new(data.clone(), b)?));
+            settings.push((name.clone(), ns.clone(), Kde::new(data.clone(), b).map_err(flag_error)?));
         }
     }
     let mut specs = Vec::new();
@@ -128,7 +128,7 @@ pub fn run(args: Args) -> Result<()> {
         for &n in ns {
             for &workflow in &workflows {
                 let config = ChainConfig::paper(workflow, n, generations);
-                config.validate()?;
+                config.validate().map_err(flag_error)?;
                 let per_fit = (n * 500 * setting.dim()) as f64;
                 // Rules and schedules under Accumulate refit on the whole, growing pool.
                 let cost = if setting.bandwidth.is_fixed() || workflow != Workflow::Accumulate {
