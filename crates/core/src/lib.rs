@@ -16,6 +16,7 @@
 //!   deterministic output order.
 //! - [`results`]: tidy Parquet results (one row per run and generation) and the
 //!   run [`manifest`] written beside them.
+//! - [`text_format`]: the paper's `user: …\nassistant: …` text of language-model examples.
 //!
 //! It must not know about any particular setting, model or plotting library.
 
@@ -27,6 +28,7 @@ pub mod manifest;
 pub mod points;
 pub mod results;
 pub mod seed;
+pub mod text_format;
 pub mod workflow;
 
 pub use chain::{run_chain, ChainConfig, Selection, Setting};
