@@ -1,1 +1,27 @@
-//! thrive-sft (in progress).
+//! # thrive-sft
+//!
+//! Fine-tuning of one generation's language model: a Gemma 2 decoder owned here (candle's own
+//! `gemma2` gives q and k no gradient and returns only the last position's logits; see
+//! ../shared/candle.md), LoRA adapters compatible with PEFT, the paper's next-token loss and an
+//! AdamW optimiser whose state can be checkpointed.
+//!
+//! Every op on the path from the loss to a trainable tensor has a backward pass (composite
+//! softmax and rotary embeddings), which the parity tests against transformers + peft check
+//! tensor by tensor.
+//!
+//! It must not read the data pool or decide which examples a generation sees: it takes token
+//! batches.
+
+mod config;
+mod error;
+mod lora;
+mod loss;
+mod model;
+mod optim;
+
+pub use config::Gemma2Config;
+pub use error::{Error, Result};
+pub use lora::{LoraConfig, LoraLinear, LORA_TARGETS};
+pub use loss::{next_token_loss, Batch};
+pub use model::Gemma2;
+pub use optim::{clip_grad_norm, grads_of, AdamW, AdamWParams};

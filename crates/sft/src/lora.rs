@@ -1,0 +1,129 @@
+//! LoRA: a frozen linear layer plus a trainable low-rank update B·A, as PEFT defines it.
+
+use crate::Result;
+use candle_core::{DType, Device, Tensor, Var};
+use rand::Rng as _;
+
+/// Every linear layer of Gemma's attention and MLP (PEFT's module names).
+pub const LORA_TARGETS: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+
+/// LoRA hyper-parameters.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LoraConfig {
+    pub rank: usize,
+    pub alpha: f64,
+    pub dropout: f64,
+    /// Module names to adapt (a subset of [`LORA_TARGETS`]).
+    pub targets: Vec<String>,
+    /// rsLoRA: scale by alpha/√r instead of alpha/r.
+    pub rslora: bool,
+}
+
+impl Default for LoraConfig {
+    fn default() -> Self {
+        LoraConfig {
+            rank: 16,
+            alpha: 32.0,
+            dropout: 0.0,
+            targets: LORA_TARGETS.map(String::from).to_vec(),
+            rslora: false,
+        }
+    }
+}
+
+impl LoraConfig {
+    /// The factor applied to B·A·x.
+    pub fn scale(&self) -> f64 {
+        if self.rslora {
+            self.alpha / (self.rank as f64).sqrt()
+        } else {
+            self.alpha / self.rank as f64
+        }
+    }
+}
+
+/// The trainable part of an adapted layer.
+#[derive(Debug, Clone)]
+pub struct LoraWeights {
+    /// (rank, in) — initialised like PEFT: uniform(±1/√in) (Kaiming-uniform with a = √5).
+    pub a: Var,
+    /// (out, rank) — zero, so the adapted model starts equal to the base model.
+    pub b: Var,
+    pub scale: f64,
+    pub dropout: f64,
+}
+
+/// A linear layer y = x Wᵀ (+ scale · dropout(x) Aᵀ Bᵀ).
+#[derive(Debug, Clone)]
+pub struct LoraLinear {
+    /// The base weight (out, in): a constant when frozen, a `Var` for full fine-tuning.
+    pub weight: Tensor,
+    pub full: Option<Var>,
+    pub lora: Option<LoraWeights>,
+}
+
+impl LoraLinear {
+    /// A frozen layer.
+    pub fn frozen(weight: Tensor) -> Self {
+        LoraLinear { weight, full: None, lora: None }
+    }
+
+    /// A layer whose base weight is trained (full fine-tuning).
+    pub fn trainable(weight: &Tensor) -> Result<Self> {
+        let var = Var::from_tensor(&weight.to_dtype(DType::F32)?)?;
+        Ok(LoraLinear { weight: var.as_tensor().clone(), full: Some(var), lora: None })
+    }
+
+    /// Adds a LoRA adapter with fresh A (from `rng`) and zero B, kept in f32.
+    pub fn with_lora(mut self, cfg: &LoraConfig, rng: &mut thrive_core::Rng, device: &Device) -> Result<Self> {
+        let (out_dim, in_dim) = self.weight.dims2()?;
+        let bound = 1.0 / (in_dim as f64).sqrt();
+        let a: Vec<f32> = (0..cfg.rank * in_dim).map(|_| rng.random_range(-bound..bound) as f32).collect();
+        let a = Var::from_tensor(&Tensor::from_vec(a, (cfg.rank, in_dim), device)?)?;
+        let b = Var::zeros((out_dim, cfg.rank), DType::F32, device)?;
+        self.lora = Some(LoraWeights { a, b, scale: cfg.scale(), dropout: cfg.dropout });
+        Ok(self)
+    }
+
+    /// Applies the layer to `x` (…, in). `dropout_rng` is `Some` while training with dropout.
+    pub fn forward(&self, x: &Tensor, dropout_rng: Option<&mut thrive_core::Rng>) -> Result<Tensor> {
+        let w = match &self.full {
+            Some(v) => v.as_tensor().to_dtype(x.dtype())?,
+            None => self.weight.clone(),
+        };
+        let y = x.broadcast_matmul(&w.t()?)?;
+        let Some(l) = &self.lora else { return Ok(y) };
+        let xl = x.to_dtype(DType::F32)?;
+        let xl = match dropout_rng {
+            Some(rng) if l.dropout > 0.0 => dropout(&xl, l.dropout, rng)?,
+            _ => xl,
+        };
+        let update = xl.broadcast_matmul(&l.a.as_tensor().t()?)?.broadcast_matmul(&l.b.as_tensor().t()?)?;
+        Ok((y + (update * l.scale)?.to_dtype(x.dtype())?)?)
+    }
+
+    /// W + scale·B·A: the weight with the adapter merged in (for sampling and export).
+    pub fn merged_weight(&self) -> Result<Tensor> {
+        let w = match &self.full {
+            Some(v) => v.as_tensor().clone(),
+            None => self.weight.clone(),
+        };
+        match &self.lora {
+            None => Ok(w),
+            Some(l) => {
+                let delta = (l.b.as_tensor().matmul(l.a.as_tensor())? * l.scale)?;
+                Ok((w.to_dtype(DType::F32)? + delta)?.to_dtype(w.dtype())?)
+            }
+        }
+    }
+}
+
+/// Inverted dropout with a mask drawn from our own seeded stream, so a run is reproducible on
+/// any device and thread count.
+fn dropout(x: &Tensor, p: f64, rng: &mut thrive_core::Rng) -> Result<Tensor> {
+    let keep = 1.0 - p;
+    let mask: Vec<f32> =
+        (0..x.elem_count()).map(|_| if rng.random::<f64>() < keep { (1.0 / keep) as f32 } else { 0.0 }).collect();
+    let mask = Tensor::from_vec(mask, x.shape(), x.device())?;
+    Ok((x * mask)?)
+}

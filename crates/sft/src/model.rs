@@ -1,0 +1,334 @@
+//! The Gemma 2 decoder, written so that every op between the loss and a trainable tensor has a
+//! backward pass: composite softmax and rotary embeddings, full-sequence logits, padding masks,
+//! alternating sliding-window and global attention, soft-capping, (1 + w) RMSNorm, GeGLU.
+
+use crate::config::Gemma2Config;
+use crate::lora::{LoraConfig, LoraLinear};
+use crate::{Error, Result};
+use candle_core::{DType, Device, Tensor, Var, D};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Added to masked attention scores (finite, so a fully masked row gives a uniform softmax, not NaN).
+const MASKED: f32 = -1e30;
+
+#[derive(Debug, Clone)]
+struct RmsNorm {
+    /// 1 + w, precomputed.
+    scale: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dtype = x.dtype();
+        let x = x.to_dtype(DType::F32)?;
+        let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = x.broadcast_div(&(ms + self.eps)?.sqrt()?)?;
+        Ok(normed.broadcast_mul(&self.scale)?.to_dtype(dtype)?)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Layer {
+    q: LoraLinear,
+    k: LoraLinear,
+    v: LoraLinear,
+    o: LoraLinear,
+    gate: LoraLinear,
+    up: LoraLinear,
+    down: LoraLinear,
+    input_norm: RmsNorm,
+    post_attn_norm: RmsNorm,
+    pre_ff_norm: RmsNorm,
+    post_ff_norm: RmsNorm,
+    window: Option<usize>,
+}
+
+/// A Gemma 2 causal language model with optional LoRA adapters.
+#[derive(Debug, Clone)]
+pub struct Gemma2 {
+    pub cfg: Gemma2Config,
+    embed: Tensor,
+    layers: Vec<Layer>,
+    final_norm: RmsNorm,
+    dtype: DType,
+    device: Device,
+    erf_gelu: bool,
+}
+
+/// Loads every tensor of a model directory (single file or sharded with an index).
+fn load_weights(dir: &Path, dtype: DType, device: &Device) -> Result<(HashMap<String, Tensor>, String)> {
+    let single = dir.join("model.safetensors");
+    let index = dir.join("model.safetensors.index.json");
+    let files: Vec<std::path::PathBuf> = if single.exists() {
+        vec![single]
+    } else if index.exists() {
+        let text = std::fs::read_to_string(&index).map_err(|e| Error::Io { path: index.clone(), source: e })?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| Error::bad_model(&index, format!("not JSON: {e}")))?;
+        let map =
+            v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| Error::bad_model(&index, "no weight_map"))?;
+        let mut files: Vec<String> = map.values().filter_map(|f| f.as_str().map(String::from)).collect();
+        files.sort();
+        files.dedup();
+        files.into_iter().map(|f| dir.join(f)).collect()
+    } else {
+        return Err(Error::bad_model(dir, "no model.safetensors or model.safetensors.index.json"));
+    };
+    let mut all = HashMap::new();
+    for f in &files {
+        let tensors = candle_core::safetensors::load(f, device)
+            .map_err(|e| Error::bad_model(f, format!("not readable safetensors: {e}")))?;
+        for (k, t) in tensors {
+            all.insert(k, t.to_dtype(dtype)?);
+        }
+    }
+    Ok((all, files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")))
+}
+
+impl Gemma2 {
+    /// Loads `config.json` and the weights from `dir`, frozen, in `dtype` (f32 on CPU, bf16 on CUDA).
+    pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        let cfg = Gemma2Config::from_file(&dir.join("config.json"))?;
+        let (mut w, files) = load_weights(dir, dtype, device)?;
+        let h = cfg.hidden_size;
+        let (nh, nkv, hd, ff) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, cfg.intermediate_size);
+        let mut take = |name: &str, shape: &[usize]| -> Result<Tensor> {
+            let t = w
+                .remove(name)
+                .or_else(|| w.remove(&name.replacen("model.", "", 1)))
+                .ok_or_else(|| Error::bad_model(&files, format!("missing tensor `{name}`")))?;
+            if t.dims() != shape {
+                return Err(Error::bad_model(
+                    &files,
+                    format!("tensor `{name}` has shape {:?}, the config needs {shape:?}", t.dims()),
+                ));
+            }
+            Ok(t)
+        };
+        let norm = |t: Tensor| -> Result<RmsNorm> {
+            Ok(RmsNorm { scale: (t.to_dtype(DType::F32)? + 1.0)?, eps: cfg.rms_norm_eps })
+        };
+        let embed = take("model.embed_tokens.weight", &[cfg.vocab_size, h])?;
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for i in 0..cfg.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            let lin = |t: Tensor| LoraLinear::frozen(t);
+            layers.push(Layer {
+                q: lin(take(&format!("{p}.self_attn.q_proj.weight"), &[nh * hd, h])?),
+                k: lin(take(&format!("{p}.self_attn.k_proj.weight"), &[nkv * hd, h])?),
+                v: lin(take(&format!("{p}.self_attn.v_proj.weight"), &[nkv * hd, h])?),
+                o: lin(take(&format!("{p}.self_attn.o_proj.weight"), &[h, nh * hd])?),
+                gate: lin(take(&format!("{p}.mlp.gate_proj.weight"), &[ff, h])?),
+                up: lin(take(&format!("{p}.mlp.up_proj.weight"), &[ff, h])?),
+                down: lin(take(&format!("{p}.mlp.down_proj.weight"), &[h, ff])?),
+                input_norm: norm(take(&format!("{p}.input_layernorm.weight"), &[h])?)?,
+                post_attn_norm: norm(take(&format!("{p}.post_attention_layernorm.weight"), &[h])?)?,
+                pre_ff_norm: norm(take(&format!("{p}.pre_feedforward_layernorm.weight"), &[h])?)?,
+                post_ff_norm: norm(take(&format!("{p}.post_feedforward_layernorm.weight"), &[h])?)?,
+                window: cfg.window(i),
+            });
+        }
+        let final_norm = norm(take("model.norm.weight", &[h])?)?;
+        let erf_gelu = cfg.hidden_activation == "gelu";
+        Ok(Gemma2 { cfg, embed, layers, final_norm, dtype, device: device.clone(), erf_gelu })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Every adaptable linear layer with its PEFT module path
+    /// (`base_model.model.model.layers.{i}.self_attn.q_proj`).
+    fn linears_mut(&mut self) -> Vec<(String, &mut LoraLinear)> {
+        let mut out = Vec::new();
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            let p = format!("base_model.model.model.layers.{i}");
+            out.push((format!("{p}.self_attn.q_proj"), &mut l.q));
+            out.push((format!("{p}.self_attn.k_proj"), &mut l.k));
+            out.push((format!("{p}.self_attn.v_proj"), &mut l.v));
+            out.push((format!("{p}.self_attn.o_proj"), &mut l.o));
+            out.push((format!("{p}.mlp.gate_proj"), &mut l.gate));
+            out.push((format!("{p}.mlp.up_proj"), &mut l.up));
+            out.push((format!("{p}.mlp.down_proj"), &mut l.down));
+        }
+        out
+    }
+
+    /// Adds fresh LoRA adapters (A from `rng`, B zero) to the configured modules.
+    pub fn add_lora(&mut self, cfg: &LoraConfig, rng: &mut thrive_core::Rng) -> Result<()> {
+        for t in &cfg.targets {
+            if !crate::LORA_TARGETS.contains(&t.as_str()) {
+                return Err(Error::Invalid(format!(
+                    "unknown LoRA target module `{t}` (expected one of {:?})",
+                    crate::LORA_TARGETS
+                )));
+            }
+        }
+        let device = self.device.clone();
+        for (name, lin) in self.linears_mut() {
+            let module = name.rsplit('.').next().unwrap_or_default();
+            if cfg.targets.iter().any(|t| t == module) {
+                *lin = lin.clone().with_lora(cfg, rng, &device)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads A and B of every adapted module from a PEFT `adapter_model.safetensors`.
+    pub fn load_lora_weights(&mut self, path: &Path) -> Result<()> {
+        let tensors = candle_core::safetensors::load(path, &self.device)
+            .map_err(|e| Error::bad_model(path, format!("not readable safetensors: {e}")))?;
+        for (name, lin) in self.linears_mut() {
+            let Some(l) = &lin.lora else { continue };
+            for (part, var) in [("lora_A", &l.a), ("lora_B", &l.b)] {
+                let key = format!("{name}.{part}.weight");
+                let t = tensors.get(&key).ok_or_else(|| Error::bad_model(path, format!("missing tensor `{key}`")))?;
+                if t.dims() != var.dims() {
+                    return Err(Error::bad_model(
+                        path,
+                        format!("`{key}` has shape {:?}, expected {:?} (rank or targets differ)", t.dims(), var.dims()),
+                    ));
+                }
+                var.set(&t.to_dtype(DType::F32)?)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The trainable tensors under PEFT's names (`….q_proj.lora_A.weight`), or, for full
+    /// fine-tuning, the transformers names of the base weights.
+    pub fn trainable(&mut self) -> Vec<(String, Var)> {
+        let mut out = Vec::new();
+        for (name, lin) in self.linears_mut() {
+            if let Some(l) = &lin.lora {
+                out.push((format!("{name}.lora_A.weight"), l.a.clone()));
+                out.push((format!("{name}.lora_B.weight"), l.b.clone()));
+            }
+            if let Some(v) = &lin.full {
+                out.push((format!("{}.weight", name.trim_start_matches("base_model.model.")), v.clone()));
+            }
+        }
+        out
+    }
+
+    /// Makes every linear layer's base weight trainable (full fine-tuning; embeddings and norms stay frozen).
+    pub fn make_linears_trainable(&mut self) -> Result<()> {
+        for (_, lin) in self.linears_mut() {
+            *lin = LoraLinear::trainable(&lin.weight)?;
+        }
+        Ok(())
+    }
+
+    /// Additive attention masks (batch, 1, seq, seq): causal, key padding, and the sliding window.
+    fn mask(&self, attention_mask: &[Vec<u8>], seq: usize, window: Option<usize>) -> Result<Tensor> {
+        let b = attention_mask.len();
+        let mut m = vec![MASKED; b * seq * seq];
+        for (bi, keys) in attention_mask.iter().enumerate() {
+            for q in 0..seq {
+                let lo = window.map_or(0, |w| (q + 1).saturating_sub(w));
+                for k in lo..=q {
+                    if keys[k] != 0 {
+                        m[(bi * seq + q) * seq + k] = 0.0;
+                    }
+                }
+            }
+        }
+        Ok(Tensor::from_vec(m, (b, 1, seq, seq), &self.device)?)
+    }
+
+    /// Rotary tables (seq, head_dim / 2) for positions 0..seq.
+    fn rope(&self, seq: usize) -> Result<(Tensor, Tensor)> {
+        let hd = self.cfg.head_dim;
+        let base = self.cfg.rope_base();
+        let inv: Vec<f32> = (0..hd).step_by(2).map(|i| (1.0 / base.powf(i as f64 / hd as f64)) as f32).collect();
+        let inv = Tensor::from_vec(inv, (1, hd / 2), &self.device)?;
+        let t = Tensor::arange(0u32, seq as u32, &self.device)?.to_dtype(DType::F32)?.reshape((seq, 1))?;
+        let freqs = t.matmul(&inv)?;
+        Ok((freqs.cos()?, freqs.sin()?))
+    }
+
+    /// The final hidden states (batch, seq, hidden) before the output projection.
+    /// `attention_mask[b][s]` is 1 for tokens and 0 for padding. `dropout_rng` enables LoRA dropout.
+    pub fn hidden_states(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &[Vec<u8>],
+        mut dropout_rng: Option<&mut thrive_core::Rng>,
+    ) -> Result<Tensor> {
+        let (b, seq) = input_ids.dims2()?;
+        let cfg = &self.cfg;
+        let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
+        let mut x = (self.embed.embedding(&input_ids.flatten_all()?)?.reshape((b, seq, cfg.hidden_size))?
+            * (cfg.hidden_size as f64).sqrt())?;
+        let (cos, sin) = self.rope(seq)?;
+        let global_mask = self.mask(attention_mask, seq, None)?;
+        let window_mask = match cfg.sliding_window {
+            Some(w) if w < seq => Some(self.mask(attention_mask, seq, Some(w))?),
+            _ => None,
+        };
+        let scaling = cfg.query_pre_attn_scalar.powf(-0.5);
+        for layer in &self.layers {
+            let residual = x.clone();
+            let h = layer.input_norm.forward(&x)?;
+            let q = layer.q.forward(&h, dropout_rng.as_deref_mut())?;
+            let k = layer.k.forward(&h, dropout_rng.as_deref_mut())?;
+            let v = layer.v.forward(&h, dropout_rng.as_deref_mut())?;
+            let q = q.reshape((b, seq, nh, hd))?.transpose(1, 2)?.contiguous()?;
+            let k = k.reshape((b, seq, nkv, hd))?.transpose(1, 2)?.contiguous()?;
+            let v = v.reshape((b, seq, nkv, hd))?.transpose(1, 2)?.contiguous()?;
+            let q = candle_nn::rotary_emb::rope_slow(&q.to_dtype(DType::F32)?, &cos, &sin)?;
+            let k = candle_nn::rotary_emb::rope_slow(&k.to_dtype(DType::F32)?, &cos, &sin)?;
+            let (k, v) = (repeat_kv(k, nh / nkv)?, repeat_kv(v.to_dtype(DType::F32)?, nh / nkv)?);
+            let mut scores = (q.matmul(&k.t()?)? * scaling)?;
+            if let Some(cap) = cfg.attn_logit_softcapping {
+                scores = ((scores / cap)?.tanh()? * cap)?;
+            }
+            let mask = match (layer.window, &window_mask) {
+                (Some(_), Some(m)) => m,
+                _ => &global_mask,
+            };
+            let probs = candle_nn::ops::softmax(&scores.broadcast_add(mask)?, D::Minus1)?;
+            let attn = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, seq, nh * hd))?.to_dtype(self.dtype)?;
+            let h = layer.o.forward(&attn, dropout_rng.as_deref_mut())?;
+            x = (residual + layer.post_attn_norm.forward(&h)?)?;
+
+            let residual = x.clone();
+            let h = layer.pre_ff_norm.forward(&x)?;
+            let gate = layer.gate.forward(&h, dropout_rng.as_deref_mut())?;
+            let gate = if self.erf_gelu { gate.gelu_erf()? } else { gate.gelu()? };
+            let up = layer.up.forward(&h, dropout_rng.as_deref_mut())?;
+            let h = layer.down.forward(&(gate * up)?, dropout_rng.as_deref_mut())?;
+            x = (residual + layer.post_ff_norm.forward(&h)?)?;
+        }
+        self.final_norm.forward(&x)
+    }
+
+    /// Logits (rows, vocab) of hidden states (rows, hidden): tied embeddings, final soft-capping.
+    pub fn logits_of(&self, hidden: &Tensor) -> Result<Tensor> {
+        let logits = hidden.broadcast_matmul(&self.embed.t()?)?.to_dtype(DType::F32)?;
+        Ok(match self.cfg.final_logit_softcapping {
+            Some(cap) => ((logits / cap)?.tanh()? * cap)?,
+            None => logits,
+        })
+    }
+
+    /// Logits at every position (batch, seq, vocab).
+    pub fn forward(&self, input_ids: &Tensor, attention_mask: &[Vec<u8>]) -> Result<Tensor> {
+        let h = self.hidden_states(input_ids, attention_mask, None)?;
+        self.logits_of(&h)
+    }
+}
+
+fn repeat_kv(x: Tensor, n: usize) -> Result<Tensor> {
+    if n == 1 {
+        return Ok(x);
+    }
+    let (b, kv, s, d) = x.dims4()?;
+    Ok(Tensor::cat(&vec![&x; n], 2)?.reshape((b, kv * n, s, d))?)
+}
