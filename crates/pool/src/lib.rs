@@ -23,6 +23,7 @@
 mod error;
 mod id;
 pub mod import;
+mod inspect;
 mod manifest;
 mod schema;
 mod store;
@@ -31,6 +32,7 @@ mod view;
 pub use error::{Error, Result};
 pub use id::example_id;
 pub use import::{import_file, ColumnMapping, HubSource, TokenCounter};
+pub use inspect::{BatchSummary, ExportFormat, Summary, TokenSummary};
 pub use manifest::{BatchKey, FileEntry, PoolManifest, Source};
 pub use schema::{
     batch_to_examples, examples_to_batch, pool_schema, Example, Origin, Provenance, COLUMNS, SCHEMA_VERSION,
