@@ -35,6 +35,9 @@ pub struct Gemma2Config {
     pub bos_token_id: Option<u32>,
     #[serde(default)]
     pub pad_token_id: Option<u32>,
+    /// The file as read, written back unchanged beside merged weights.
+    #[serde(skip)]
+    pub raw: serde_json::Value,
 }
 
 /// transformers 5's rope block.
@@ -51,8 +54,9 @@ impl Gemma2Config {
     /// Reads and checks `config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::Io { path: path.into(), source: e })?;
-        let cfg: Gemma2Config =
+        let mut cfg: Gemma2Config =
             serde_json::from_str(&text).map_err(|e| Error::bad_model(path, format!("not a Gemma 2 config: {e}")))?;
+        cfg.raw = serde_json::from_str(&text).unwrap_or_default();
         cfg.check().map_err(|m| Error::bad_model(path, m))?;
         Ok(cfg)
     }

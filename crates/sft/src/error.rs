@@ -10,6 +10,9 @@ pub enum Error {
     /// A model file (config, weights, adapter) that is missing something or does not fit.
     #[error("{path}: {message}")]
     BadModel { path: PathBuf, message: String },
+    /// A data file (training or validation examples) that cannot be used.
+    #[error("{path}: {message}")]
+    BadInput { path: PathBuf, message: String },
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]

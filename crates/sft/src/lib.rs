@@ -9,19 +9,27 @@
 //! softmax and rotary embeddings), which the parity tests against transformers + peft check
 //! tensor by tensor.
 //!
-//! It must not read the data pool or decide which examples a generation sees: it takes token
-//! batches.
+//! It must not read the data pool or decide which examples a generation sees: it takes
+//! (prompt, response) examples.
 
 mod config;
+mod data;
 mod error;
+mod export;
+mod hub;
 mod lora;
 mod loss;
 mod model;
 mod optim;
+mod train;
 
 pub use config::Gemma2Config;
+pub use data::{read_jsonl, Example, TextEncoder, Tokenized};
 pub use error::{Error, Result};
+pub use export::export;
+pub use hub::resolve_model_dir;
 pub use lora::{LoraConfig, LoraLinear, LORA_TARGETS};
 pub use loss::{next_token_loss, Batch};
 pub use model::Gemma2;
 pub use optim::{clip_grad_norm, grads_of, AdamW, AdamWParams};
+pub use train::{evaluate, train, write_metrics, Mode, RunControl, Schedule, StepMetrics, TrainConfig, TrainOutcome};

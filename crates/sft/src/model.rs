@@ -14,6 +14,8 @@ const MASKED: f32 = -1e30;
 
 #[derive(Debug, Clone)]
 struct RmsNorm {
+    /// The stored weight w.
+    weight: Tensor,
     /// 1 + w, precomputed.
     scale: Tensor,
     eps: f64,
@@ -108,7 +110,7 @@ impl Gemma2 {
             Ok(t)
         };
         let norm = |t: Tensor| -> Result<RmsNorm> {
-            Ok(RmsNorm { scale: (t.to_dtype(DType::F32)? + 1.0)?, eps: cfg.rms_norm_eps })
+            Ok(RmsNorm { scale: (t.to_dtype(DType::F32)? + 1.0)?, weight: t, eps: cfg.rms_norm_eps })
         };
         let embed = take("model.embed_tokens.weight", &[cfg.vocab_size, h])?;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
@@ -322,6 +324,62 @@ impl Gemma2 {
     pub fn forward(&self, input_ids: &Tensor, attention_mask: &[Vec<u8>]) -> Result<Tensor> {
         let h = self.hidden_states(input_ids, attention_mask, None)?;
         self.logits_of(&h)
+    }
+}
+
+impl Gemma2 {
+    /// Every weight under transformers' names, LoRA merged in (W + scale·B·A): a checkpoint
+    /// `Gemma2ForCausalLM.from_pretrained` loads (tied embeddings, so no `lm_head`).
+    pub fn merged_tensors(&self) -> Result<HashMap<String, Tensor>> {
+        let mut out = HashMap::new();
+        out.insert("model.embed_tokens.weight".to_string(), self.embed.clone());
+        out.insert("model.norm.weight".to_string(), self.final_norm.weight.clone());
+        for (i, l) in self.layers.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            for (name, lin) in [
+                ("self_attn.q_proj", &l.q),
+                ("self_attn.k_proj", &l.k),
+                ("self_attn.v_proj", &l.v),
+                ("self_attn.o_proj", &l.o),
+                ("mlp.gate_proj", &l.gate),
+                ("mlp.up_proj", &l.up),
+                ("mlp.down_proj", &l.down),
+            ] {
+                out.insert(format!("{p}.{name}.weight"), lin.merged_weight()?);
+            }
+            for (name, n) in [
+                ("input_layernorm", &l.input_norm),
+                ("post_attention_layernorm", &l.post_attn_norm),
+                ("pre_feedforward_layernorm", &l.pre_ff_norm),
+                ("post_feedforward_layernorm", &l.post_ff_norm),
+            ] {
+                out.insert(format!("{p}.{name}.weight"), n.weight.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// The LoRA tensors under PEFT's names (`base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight`).
+    pub fn lora_tensors(&self) -> HashMap<String, Tensor> {
+        let mut out = HashMap::new();
+        for (i, l) in self.layers.iter().enumerate() {
+            let p = format!("base_model.model.model.layers.{i}");
+            for (name, lin) in [
+                ("self_attn.q_proj", &l.q),
+                ("self_attn.k_proj", &l.k),
+                ("self_attn.v_proj", &l.v),
+                ("self_attn.o_proj", &l.o),
+                ("mlp.gate_proj", &l.gate),
+                ("mlp.up_proj", &l.up),
+                ("mlp.down_proj", &l.down),
+            ] {
+                if let Some(lora) = &lin.lora {
+                    out.insert(format!("{p}.{name}.lora_A.weight"), lora.a.as_tensor().clone());
+                    out.insert(format!("{p}.{name}.lora_B.weight"), lora.b.as_tensor().clone());
+                }
+            }
+        }
+        out
     }
 }
 
