@@ -30,6 +30,6 @@ pub use export::export;
 pub use hub::resolve_model_dir;
 pub use lora::{LoraConfig, LoraLinear, LORA_TARGETS};
 pub use loss::{next_token_loss, Batch};
-pub use model::Gemma2;
+pub use model::{Gemma2, KvCache};
 pub use optim::{clip_grad_norm, grads_of, AdamW, AdamWParams};
 pub use train::{evaluate, train, write_metrics, Mode, RunControl, Schedule, StepMetrics, TrainConfig, TrainOutcome};

@@ -390,3 +390,140 @@ fn repeat_kv(x: Tensor, n: usize) -> Result<Tensor> {
     let (b, kv, s, d) = x.dims4()?;
     Ok(Tensor::cat(&vec![&x; n], 2)?.reshape((b, kv * n, s, d))?)
 }
+
+/// Keys and values of every layer for incremental decoding (inference only).
+pub struct KvCache {
+    layers: Vec<candle_nn::kv_cache::KvCache>,
+}
+
+impl KvCache {
+    /// An empty cache with room for `capacity` positions (it grows if needed).
+    pub fn new(model: &Gemma2, capacity: usize) -> Self {
+        KvCache {
+            layers: (0..model.layers.len()).map(|_| candle_nn::kv_cache::KvCache::new(2, capacity.max(1))).collect(),
+        }
+    }
+
+    /// Positions held so far.
+    pub fn len(&self) -> usize {
+        self.layers.first().map_or(0, |l| l.current_seq_len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Gemma2 {
+    /// Folds every LoRA adapter into its base weight (W + scale·B·A) and drops the adapters:
+    /// the same function, one matmul per layer instead of three (for sampling).
+    pub fn merge_lora(&mut self) -> Result<()> {
+        let dtype = self.dtype;
+        for (_, lin) in self.linears_mut() {
+            if lin.lora.is_some() || lin.full.is_some() {
+                *lin = LoraLinear::frozen(lin.merged_weight()?.to_dtype(dtype)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// One decoding step with a KV cache: feeds `input_ids` (batch, s), which sit at cache slots
+    /// `cache.len()..cache.len() + s`, and returns the logits (batch, vocab) of each row's last
+    /// slot. `positions[b]` are the rotary positions of row b's s new tokens (they differ from
+    /// the slots under left padding); `key_mask[b]` has one entry per slot so far, new ones
+    /// included: 1 for a token, 0 for padding. Sliding windows count slots, which equals
+    /// counting tokens because padding only precedes a row's tokens.
+    pub fn decode_step(
+        &self,
+        input_ids: &Tensor,
+        positions: &[Vec<u32>],
+        key_mask: &[Vec<u8>],
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
+        let (b, s) = input_ids.dims2()?;
+        let cfg = &self.cfg;
+        let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
+        let start = cache.len();
+        let total = start + s;
+        if positions.len() != b || key_mask.len() != b || key_mask.iter().any(|m| m.len() != total) {
+            return Err(Error::Invalid("decode_step: positions or key mask do not match the batch".into()));
+        }
+        // Rotary tables per row: (b, 1, s, hd/2).
+        let base = cfg.rope_base();
+        let inv: Vec<f64> = (0..hd).step_by(2).map(|i| 1.0 / base.powf(i as f64 / hd as f64)).collect();
+        let (mut cos, mut sin) = (Vec::with_capacity(b * s * hd / 2), Vec::with_capacity(b * s * hd / 2));
+        for row in positions {
+            for &p in row {
+                for f in &inv {
+                    // f32 product first, as the training path computes its table.
+                    let angle = (p as f32 * *f as f32) as f64;
+                    cos.push(angle.cos() as f32);
+                    sin.push(angle.sin() as f32);
+                }
+            }
+        }
+        let cos = Tensor::from_vec(cos, (b, 1, s, hd / 2), &self.device)?;
+        let sin = Tensor::from_vec(sin, (b, 1, s, hd / 2), &self.device)?;
+        let rope = |x: &Tensor| -> Result<Tensor> {
+            let x1 = x.narrow(D::Minus1, 0, hd / 2)?;
+            let x2 = x.narrow(D::Minus1, hd / 2, hd / 2)?;
+            let r1 = (x1.broadcast_mul(&cos)? - x2.broadcast_mul(&sin)?)?;
+            let r2 = (x2.broadcast_mul(&cos)? + x1.broadcast_mul(&sin)?)?;
+            Ok(Tensor::cat(&[r1, r2], D::Minus1)?)
+        };
+        let mask = |window: Option<usize>| -> Result<Tensor> {
+            let mut m = vec![MASKED; b * s * total];
+            for (bi, keys) in key_mask.iter().enumerate() {
+                for qi in 0..s {
+                    let q = start + qi;
+                    let lo = window.map_or(0, |w| (q + 1).saturating_sub(w));
+                    for k in lo..=q {
+                        if keys[k] != 0 {
+                            m[(bi * s + qi) * total + k] = 0.0;
+                        }
+                    }
+                }
+            }
+            Ok(Tensor::from_vec(m, (b, 1, s, total), &self.device)?)
+        };
+        let global_mask = mask(None)?;
+        let window_mask = match cfg.sliding_window {
+            Some(w) if w < total => Some(mask(Some(w))?),
+            _ => None,
+        };
+        let scaling = cfg.query_pre_attn_scalar.powf(-0.5);
+        let mut x = (self.embed.embedding(&input_ids.flatten_all()?)?.reshape((b, s, cfg.hidden_size))?
+            * (cfg.hidden_size as f64).sqrt())?;
+        for (layer, kv) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            let residual = x.clone();
+            let h = layer.input_norm.forward(&x)?;
+            let q = layer.q.forward(&h, None)?.reshape((b, s, nh, hd))?.transpose(1, 2)?;
+            let k = layer.k.forward(&h, None)?.reshape((b, s, nkv, hd))?.transpose(1, 2)?;
+            let v = layer.v.forward(&h, None)?.reshape((b, s, nkv, hd))?.transpose(1, 2)?;
+            let q = rope(&q.to_dtype(DType::F32)?.contiguous()?)?;
+            let k = rope(&k.to_dtype(DType::F32)?.contiguous()?)?;
+            let (k, v) = kv.append(&k.contiguous()?, &v.to_dtype(DType::F32)?.contiguous()?)?;
+            let (k, v) = (repeat_kv(k, nh / nkv)?, repeat_kv(v, nh / nkv)?);
+            let mut scores = (q.matmul(&k.t()?)? * scaling)?;
+            if let Some(cap) = cfg.attn_logit_softcapping {
+                scores = ((scores / cap)?.tanh()? * cap)?;
+            }
+            let mask = match (layer.window, &window_mask) {
+                (Some(_), Some(m)) => m,
+                _ => &global_mask,
+            };
+            let probs = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(mask)?)?;
+            let attn = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, nh * hd))?.to_dtype(self.dtype)?;
+            x = (residual + layer.post_attn_norm.forward(&layer.o.forward(&attn, None)?)?)?;
+
+            let residual = x.clone();
+            let h = layer.pre_ff_norm.forward(&x)?;
+            let gate = layer.gate.forward(&h, None)?;
+            let gate = if self.erf_gelu { gate.gelu_erf()? } else { gate.gelu()? };
+            let up = layer.up.forward(&h, None)?;
+            x = (residual + layer.post_ff_norm.forward(&layer.down.forward(&(gate * up)?, None)?)?)?;
+        }
+        let last = x.narrow(1, s - 1, 1)?.squeeze(1)?;
+        self.logits_of(&self.final_norm.forward(&last)?)
+    }
+}
