@@ -60,7 +60,7 @@ fn left_padding_does_not_change_a_row() {
     let pad = a.len() - b.len();
     let mut padded_b = vec![0u32; pad];
     padded_b.extend(&b);
-    let input = Tensor::new(vec![a.clone(), padded_b].concat(), &Device::Cpu).unwrap().reshape((2, a.len())).unwrap();
+    let input = Tensor::new([a.clone(), padded_b].concat(), &Device::Cpu).unwrap().reshape((2, a.len())).unwrap();
     let positions = vec![(0..a.len() as u32).collect(), [vec![0; pad], (0..b.len() as u32).collect()].concat()];
     let mut key_mask = vec![vec![1u8; a.len()], [vec![0u8; pad], vec![1u8; b.len()]].concat()];
     let mut cache = KvCache::new(&model, 16);
