@@ -1,0 +1,185 @@
+//! Batched decoding with a KV cache, and the per-token choice (temperature, top-k, top-p).
+
+use crate::{Error, Result};
+use candle_core::Tensor;
+use rand::Rng as _;
+use thrive_core::{Rng, Seeds, Stream};
+use thrive_sft::{Gemma2, KvCache};
+
+/// The sampler's settings (vLLM's meaning: temperature 0 is greedy, top-p 1 and no top-k keep
+/// the whole distribution). The paper: temperature 1, top-p 1, no top-k, 512 new tokens.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SamplerSettings {
+    pub temperature: f64,
+    pub top_p: f64,
+    pub top_k: Option<u32>,
+    pub max_new_tokens: usize,
+    /// Sequences decoded together (memory, not results, depends on it).
+    pub batch_size: usize,
+}
+
+impl Default for SamplerSettings {
+    fn default() -> Self {
+        SamplerSettings { temperature: 1.0, top_p: 1.0, top_k: None, max_new_tokens: 512, batch_size: 64 }
+    }
+}
+
+impl SamplerSettings {
+    /// Checks the ranges; errors name the setting.
+    pub fn check(&self) -> Result<()> {
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            return Err(Error::Invalid(format!("temperature must be >= 0 (got {})", self.temperature)));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(Error::Invalid(format!("top-p must be in (0, 1] (got {})", self.top_p)));
+        }
+        if self.top_k == Some(0) {
+            return Err(Error::Invalid("top-k must be at least 1".into()));
+        }
+        if self.max_new_tokens == 0 || self.batch_size == 0 {
+            return Err(Error::Invalid("max new tokens and batch size must be positive".into()));
+        }
+        Ok(())
+    }
+
+    fn greedy(&self) -> bool {
+        self.temperature == 0.0 || self.top_k == Some(1)
+    }
+}
+
+/// The random stream of sample `index` of the call with seed `call_seed`.
+pub fn sample_rng(call_seed: u64, index: u64) -> Rng {
+    // Stream ids are (tag << 32 | index): samples beyond 2^32 wrap into the high tag bits, which
+    // a call never reaches (it would be four billion generations).
+    Seeds::new(call_seed).stream(Stream::Custom(0x5A, index as u32))
+}
+
+/// Picks the next token from one row of logits with one uniform draw from `rng` (drawn even when
+/// greedy, so that a stream's position never depends on the settings' shortcuts).
+pub fn choose_token(logits: &[f32], s: &SamplerSettings, rng: &mut Rng) -> u32 {
+    let u: f64 = rng.random();
+    let argmax = || {
+        let mut best = 0;
+        for (i, &l) in logits.iter().enumerate() {
+            if l > logits[best] {
+                best = i;
+            }
+        }
+        best as u32
+    };
+    if s.greedy() {
+        return argmax();
+    }
+    let t = s.temperature;
+    let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let full = s.top_p >= 1.0 && s.top_k.is_none_or(|k| k as usize >= logits.len());
+    if full {
+        // The whole distribution: inverse CDF in vocabulary order, no sort.
+        let weights: Vec<f64> = logits.iter().map(|&l| ((l as f64 - max) / t).exp()).collect();
+        let total: f64 = weights.iter().sum();
+        let mut target = u * total;
+        for (i, w) in weights.iter().enumerate() {
+            target -= w;
+            if target < 0.0 {
+                return i as u32;
+            }
+        }
+        return (weights.len() - 1) as u32;
+    }
+    // Candidates by descending logit (ties by index), cut by top-k, then by top-p.
+    let mut order: Vec<u32> = (0..logits.len() as u32).collect();
+    let k = s.top_k.map_or(logits.len(), |k| (k as usize).min(logits.len()));
+    let by_logit = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]).then(a.cmp(b));
+    if k < order.len() {
+        order.select_nth_unstable_by(k - 1, by_logit);
+        order.truncate(k);
+    }
+    order.sort_unstable_by(by_logit);
+    let weights: Vec<f64> = order.iter().map(|&i| ((logits[i as usize] as f64 - max) / t).exp()).collect();
+    let total: f64 = weights.iter().sum();
+    let mut kept = 0;
+    let mut mass = 0.0;
+    for w in &weights {
+        kept += 1;
+        mass += w / total;
+        if mass >= s.top_p {
+            break;
+        }
+    }
+    let kept_total: f64 = weights[..kept].iter().sum();
+    let mut target = u * kept_total;
+    for (i, w) in weights[..kept].iter().enumerate() {
+        target -= w;
+        if target < 0.0 {
+            return order[i];
+        }
+    }
+    order[kept - 1]
+}
+
+/// Continues every prompt (token ids, BOS included) until EOS or `max_new_tokens`, decoding them
+/// together; `rngs[i]` is prompt i's stream. Returns the new tokens of each, EOS excluded.
+pub fn generate(
+    model: &Gemma2,
+    prompts: &[Vec<u32>],
+    rngs: &mut [Rng],
+    eos: u32,
+    s: &SamplerSettings,
+) -> Result<Vec<Vec<u32>>> {
+    let b = prompts.len();
+    if b == 0 {
+        return Ok(Vec::new());
+    }
+    if rngs.len() != b || prompts.iter().any(|p| p.is_empty()) {
+        return Err(Error::Invalid("every prompt needs at least one token and its own random stream".into()));
+    }
+    let device = model.device().clone();
+    let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    // Left padding: each row's tokens end at the same slot, so one new token per step fits all.
+    let mut ids = Vec::with_capacity(b * width);
+    let mut key_mask: Vec<Vec<u8>> = Vec::with_capacity(b);
+    let mut positions: Vec<Vec<u32>> = Vec::with_capacity(b);
+    for p in prompts {
+        let pad = width - p.len();
+        ids.extend(std::iter::repeat_n(p[0], pad));
+        ids.extend_from_slice(p);
+        key_mask.push([vec![0u8; pad], vec![1u8; p.len()]].concat());
+        positions.push([vec![0u32; pad], (0..p.len() as u32).collect()].concat());
+    }
+    let mut cache = KvCache::new(model, width + s.max_new_tokens);
+    let mut logits =
+        model.decode_step(&Tensor::from_vec(ids, (b, width), &device)?, &positions, &key_mask, &mut cache)?;
+    let mut out: Vec<Vec<u32>> = vec![Vec::new(); b];
+    let mut done = vec![false; b];
+    let mut next_pos: Vec<u32> = prompts.iter().map(|p| p.len() as u32).collect();
+    for step in 0..s.max_new_tokens {
+        let rows: Vec<Vec<f32>> = logits.to_vec2()?;
+        let mut next = Vec::with_capacity(b);
+        for i in 0..b {
+            if done[i] {
+                next.push(eos);
+                continue;
+            }
+            let t = choose_token(&rows[i], s, &mut rngs[i]);
+            if t == eos {
+                done[i] = true;
+            } else {
+                out[i].push(t);
+            }
+            next.push(t);
+        }
+        if done.iter().all(|&d| d) || step + 1 == s.max_new_tokens {
+            break;
+        }
+        // Finished rows keep decoding (their tokens are ignored) so the batch stays rectangular.
+        for m in key_mask.iter_mut() {
+            m.push(1);
+        }
+        let pos: Vec<Vec<u32>> = next_pos.iter().map(|&p| vec![p]).collect();
+        for p in next_pos.iter_mut() {
+            *p += 1;
+        }
+        logits = model.decode_step(&Tensor::from_vec(next, (b, 1), &device)?, &pos, &key_mask, &mut cache)?;
+    }
+    Ok(out)
+}
