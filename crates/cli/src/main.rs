@@ -37,6 +37,8 @@ enum Command {
     Pool(cmd::pool::Command),
     /// Fine-tune one generation's language model (LoRA or full).
     Sft(cmd::sft::Args),
+    /// Sample one generation's synthetic data into the pool.
+    Sample(cmd::sample::Args),
     /// Draw figures and a summary table from a results file.
     Report(cmd::report::Args),
 }
@@ -60,6 +62,7 @@ fn main() -> ExitCode {
         Command::Kde(args) => cmd::kde::run(args),
         Command::Pool(command) => cmd::pool::run(command),
         Command::Sft(args) => cmd::sft::run(args),
+        Command::Sample(args) => cmd::sample::run(args),
         Command::Report(args) => cmd::report::run(args),
     };
     match result {

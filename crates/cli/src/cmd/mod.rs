@@ -5,4 +5,5 @@ pub mod gaussian;
 pub mod kde;
 pub mod pool;
 pub mod report;
+pub mod sample;
 pub mod sft;

@@ -1,0 +1,151 @@
+//! `thrive sample`: one generation's model samples that generation's synthetic data into the pool.
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device};
+use std::path::PathBuf;
+use thrive_core::{Seeds, Stream, Workflow};
+use thrive_pool::{BatchKey, PoolWriter, TokenCounter};
+use thrive_sampler::{file_sha256, synthesize, Mode, Origin, SamplerSettings};
+use thrive_sft::{resolve_model_dir, Gemma2, LoraConfig, TextEncoder};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Base model: a local directory or a Hub id (or a merged/ directory from `thrive sft --merged`).
+    #[arg(long)]
+    model: String,
+    /// A PEFT adapter directory (adapter_config.json + adapter_model.safetensors), merged in for sampling.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
+    /// Pool to write the rows into (created if missing).
+    #[arg(long)]
+    pool: PathBuf,
+    /// The chain's workflow: the rows become synthetic/<workflow>/chain-<chain>/gen-<generation>.
+    #[arg(long)]
+    workflow: Workflow,
+    #[arg(long, default_value_t = 0)]
+    chain: u64,
+    /// The generation whose model samples.
+    #[arg(long)]
+    generation: u32,
+    /// Accepted rows to produce (the paper: 12531).
+    #[arg(long, default_value_t = 12531)]
+    count: usize,
+    /// Respond to the prompts of the pool's real train split instead of sampling from <bos> alone.
+    #[arg(long)]
+    prompted: bool,
+    /// Unconditional mode: strip the prompt like the authors' lstrip("user: ") (a character set).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    strip_quirk: bool,
+    /// Unconditional mode: give up after this many generations [default: 4 × --count + 4096].
+    #[arg(long)]
+    max_attempts: Option<u64>,
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f64,
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f64,
+    #[arg(long)]
+    top_k: Option<u32>,
+    #[arg(long, default_value_t = 512)]
+    max_new_tokens: usize,
+    /// Sequences decoded together (results do not depend on it).
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// The call seed [default: derived from --chain and --generation].
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long, default_value = "auto", value_parser = ["auto", "cpu", "cuda"])]
+    device: String,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let settings = SamplerSettings {
+        temperature: a.temperature,
+        top_p: a.top_p,
+        top_k: a.top_k,
+        max_new_tokens: a.max_new_tokens,
+        batch_size: a.batch_size,
+    };
+    settings.check().map_err(|e| anyhow::anyhow!("sampler settings: {e}"))?;
+    if a.count == 0 {
+        bail!("--count: must be positive");
+    }
+    if a.generation == 0 {
+        bail!("--generation: the first model is generation 1");
+    }
+    let device = match a.device.as_str() {
+        "cpu" => Device::Cpu,
+        "cuda" => Device::new_cuda(0).context("--device cuda")?,
+        _ => Device::cuda_if_available(0).unwrap_or(Device::Cpu),
+    };
+    let dtype = if device.is_cuda() { DType::BF16 } else { DType::F32 };
+    let model_dir = resolve_model_dir(&a.model)?;
+    let tokenizer_path = model_dir.join("tokenizer.json");
+    let enc = TextEncoder::from_file(&tokenizer_path)?;
+    let mut model = Gemma2::load(&model_dir, dtype, &device)?;
+    let (adapter_path, adapter_sha256) = match &a.adapter {
+        Some(dir) => {
+            let lora = read_adapter_config(dir)?;
+            let weights = dir.join("adapter_model.safetensors");
+            model.add_lora(&lora, &mut Seeds::new(0).stream(Stream::Training(0)))?;
+            model.load_lora_weights(&weights)?;
+            (Some(dir.display().to_string()), Some(file_sha256(&weights)?))
+        }
+        None => (None, None),
+    };
+    model.merge_lora()?;
+
+    let mode = if a.prompted {
+        let pool = thrive_pool::Pool::open(&a.pool)?;
+        let prompts: Vec<String> = pool.read_batch(&BatchKey::real("train"))?.into_iter().map(|e| e.prompt).collect();
+        Mode::Prompted { prompts }
+    } else {
+        Mode::Unconditional {
+            strip_quirk: a.strip_quirk,
+            max_attempts: a.max_attempts.unwrap_or(4 * a.count as u64 + 4096),
+        }
+    };
+    let call_seed = a.seed.unwrap_or_else(|| Seeds::new(a.chain).derive_u64(Stream::Synthesize(a.generation)));
+    let origin = Origin {
+        workflow: a.workflow,
+        chain: a.chain,
+        generation: a.generation,
+        base_model: a.model.clone(),
+        adapter_path,
+        adapter_sha256,
+        call_seed,
+    };
+    let key = BatchKey::synthetic(a.workflow, a.chain, a.generation);
+    // Open the pool first: a second writer or a batch that exists already fails before hours of sampling.
+    let mut writer = PoolWriter::open(&a.pool)?;
+    if writer.pool().contains(&key) {
+        bail!("{}: the pool already holds {key}", a.pool.display());
+    }
+    let mut out = synthesize(&model, enc.tokenizer(), enc.eos(), &mode, a.count, &settings, &origin)?;
+    TokenCounter::from_file(&tokenizer_path)?.annotate(&mut out.rows)?;
+    let entry = writer.write_batch(&key, &out.rows)?;
+    println!(
+        "{key}: {} rows ({} generations, rejected {:?}) in {:.1} s, {:.0} new tokens/s -> {}",
+        entry.rows,
+        out.attempts,
+        out.rejections,
+        out.seconds,
+        out.new_tokens as f64 / out.seconds.max(1e-9),
+        a.pool.join(&entry.path).display()
+    );
+    Ok(())
+}
+
+/// The LoRA settings of a PEFT adapter directory.
+fn read_adapter_config(dir: &std::path::Path) -> Result<LoraConfig> {
+    let path = dir.join("adapter_config.json");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("--adapter: reading {}", path.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+    let rank = v["r"].as_u64().with_context(|| format!("{}: no `r`", path.display()))? as usize;
+    let alpha = v["lora_alpha"].as_f64().with_context(|| format!("{}: no `lora_alpha`", path.display()))?;
+    let targets: Vec<String> = match &v["target_modules"] {
+        serde_json::Value::Array(a) => a.iter().filter_map(|t| t.as_str().map(String::from)).collect(),
+        serde_json::Value::String(s) => vec![s.clone()],
+        _ => bail!("{}: no `target_modules`", path.display()),
+    };
+    Ok(LoraConfig { rank, alpha, dropout: 0.0, targets, rslora: v["use_rslora"].as_bool().unwrap_or(false) })
+}

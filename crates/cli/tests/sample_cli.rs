@@ -1,0 +1,119 @@
+//! `thrive sample` end to end on CPU: train generation 1 with `thrive sft`, let its adapter
+//! answer the pool's prompts into the pool, trace a row's lineage back to the adapter, train
+//! generation 2 on the Accumulate view (real + synthetic), and refuse bad requests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn thrive(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_thrive")).args(["--log", "warn"]).args(args).output().expect("run thrive")
+}
+
+fn ok<S: AsRef<str>>(args: &[S]) -> String {
+    let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
+    let o = thrive(&args);
+    assert!(o.status.success(), "{args:?} failed:\n{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+fn fails<S: AsRef<str>>(args: &[S], needles: &[&str]) {
+    let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
+    let o = thrive(&args);
+    assert!(!o.status.success(), "{args:?} succeeded");
+    let err = String::from_utf8_lossy(&o.stderr);
+    for n in needles {
+        assert!(err.contains(n), "{args:?}: expected `{n}` in:\n{err}");
+    }
+    assert!(!err.contains("panicked"), "{args:?} panicked:\n{err}");
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn two_generations_through_the_pool() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pool = tmp.path().join("pool");
+    let model = root().join("sft/tests/fixtures/tiny-gemma2");
+    let tokenizer = model.join("tokenizer.json");
+    ok(&[
+        "pool",
+        "import",
+        s(&pool),
+        "--helpsteer2",
+        s(&root().join("pool/tests/fixtures/helpsteer2")),
+        "--tokenizer",
+        s(&tokenizer),
+    ]);
+    let fast = ["--lr", "1e-2", "--sequences-per-step", "8", "--max-len", "128", "--device", "cpu"];
+    let gen1 = tmp.path().join("gen1");
+    let mut args = vec!["sft", "--model", s(&model), "--pool", s(&pool), "--generation", "1", "--out", s(&gen1)];
+    args.extend(fast);
+    ok(&args);
+    let adapter = gen1.join("adapter");
+    let sample_as = |workflow: &str, extra: &[&str]| -> Vec<String> {
+        let mut v = vec!["sample", "--model", s(&model), "--adapter", s(&adapter), "--pool", s(&pool)];
+        v.extend(["--workflow", workflow, "--generation", "1", "--max-new-tokens", "16", "--device", "cpu"]);
+        v.extend(extra);
+        v.into_iter().map(String::from).collect()
+    };
+    let sample = |extra: &[&str]| sample_as("accumulate", extra);
+    let out = ok(&sample(&["--prompted", "--count", "8", "--batch-size", "3"]));
+    assert!(out.contains("8 rows"), "{out}");
+    fails(&sample(&["--prompted", "--count", "8"]), &["already holds"]);
+
+    let inspect: serde_json::Value =
+        serde_json::from_str(&ok(&["pool", "inspect", s(&pool), "--json", "--verify"])).unwrap();
+    let synthetic = inspect["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["source"] == "synthetic")
+        .expect("a synthetic sample row")
+        .clone();
+    let p = &synthetic["provenance"];
+    assert_eq!(p["adapter_path"], s(&adapter));
+    assert_eq!(p["adapter_sha256"].as_str().unwrap().len(), 64);
+    assert!(synthetic["tokens"].as_u64().unwrap() > 0);
+    let id = synthetic["example_id"].as_str().unwrap();
+    let lineage = ok(&["pool", "inspect", s(&pool), "--lineage", id, "--samples", "0"]);
+    assert!(lineage.contains("real/train"), "{lineage}");
+
+    // Generation 2 trains on real + generation 1's synthetic rows.
+    let gen2 = tmp.path().join("gen2");
+    let mut args = vec![
+        "sft",
+        "--model",
+        s(&model),
+        "--pool",
+        s(&pool),
+        "--view",
+        "accumulate",
+        "--generation",
+        "2",
+        "--out",
+        s(&gen2),
+    ];
+    args.extend(fast);
+    ok(&args);
+    let manifest = std::fs::read_to_string(gen2.join("metrics.manifest.json")).unwrap();
+    assert!(manifest.contains("generation 2"), "{manifest}");
+    let steps: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    assert_eq!(steps["config"]["total_steps"], 9, "68 sequences at 8 a step"); // 60 real + 8 synthetic
+
+    // Unconditional sampling with a tokenizer that cannot spell "user: " accepts nothing.
+    fails(
+        &sample_as("replace", &["--count", "4", "--max-attempts", "8", "--batch-size", "4"]),
+        &["0 of 4", "no_user_prefix"],
+    );
+    fails(&sample(&["--top-p", "0", "--count", "4"]), &["top-p"]);
+    let mut bad = sample(&[]);
+    let at = bad.iter().position(|a| a == "--generation").unwrap();
+    bad[at + 1] = "0".into();
+    fails(&bad, &["--generation"]);
+}
