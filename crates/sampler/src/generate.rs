@@ -16,11 +16,21 @@ pub struct SamplerSettings {
     pub max_new_tokens: usize,
     /// Sequences decoded together (memory, not results, depends on it).
     pub batch_size: usize,
+    /// Keep decoding past EOS to exactly `max_new_tokens` (benchmarks only, like vLLM's ignore_eos).
+    #[serde(default)]
+    pub ignore_eos: bool,
 }
 
 impl Default for SamplerSettings {
     fn default() -> Self {
-        SamplerSettings { temperature: 1.0, top_p: 1.0, top_k: None, max_new_tokens: 512, batch_size: 64 }
+        SamplerSettings {
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: None,
+            max_new_tokens: 512,
+            batch_size: 64,
+            ignore_eos: false,
+        }
     }
 }
 
@@ -161,7 +171,7 @@ pub fn generate(
                 continue;
             }
             let t = choose_token(&rows[i], s, &mut rngs[i]);
-            if t == eos {
+            if t == eos && !s.ignore_eos {
                 done[i] = true;
             } else {
                 out[i].push(t);

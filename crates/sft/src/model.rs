@@ -503,7 +503,11 @@ impl Gemma2 {
             let q = rope(&q.to_dtype(DType::F32)?.contiguous()?)?;
             let k = rope(&k.to_dtype(DType::F32)?.contiguous()?)?;
             let (k, v) = kv.append(&k.contiguous()?, &v.to_dtype(DType::F32)?.contiguous()?)?;
-            let (k, v) = (repeat_kv(k, nh / nkv)?, repeat_kv(v, nh / nkv)?);
+            // Grouped-query attention without copying the cache: the g query heads that share a
+            // key/value head (head h uses kv head h / g, as transformers' repeat_kv) are stacked
+            // along the query axis.
+            let g = nh / nkv;
+            let q = q.reshape((b, nkv, g * s, hd))?;
             let mut scores = (q.matmul(&k.t()?)? * scaling)?;
             if let Some(cap) = cfg.attn_logit_softcapping {
                 scores = ((scores / cap)?.tanh()? * cap)?;
@@ -512,8 +516,10 @@ impl Gemma2 {
                 (Some(_), Some(m)) => m,
                 _ => &global_mask,
             };
-            let probs = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(mask)?)?;
-            let attn = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, nh * hd))?.to_dtype(self.dtype)?;
+            let scores = scores.reshape((b, nkv, g, s, total))?.broadcast_add(&mask.unsqueeze(1)?)?;
+            let probs = candle_nn::ops::softmax_last_dim(&scores.reshape((b, nkv, g * s, total))?)?;
+            let attn = probs.matmul(&v.contiguous()?)?.reshape((b, nh, s, hd))?;
+            let attn = attn.transpose(1, 2)?.reshape((b, s, nh * hd))?.to_dtype(self.dtype)?;
             x = (residual + layer.post_attn_norm.forward(&layer.o.forward(&attn, None)?)?)?;
 
             let residual = x.clone();

@@ -64,6 +64,7 @@ pub fn run(a: Args) -> Result<()> {
         top_k: a.top_k,
         max_new_tokens: a.max_new_tokens,
         batch_size: a.batch_size,
+        ignore_eos: false,
     };
     settings.check().map_err(|e| anyhow::anyhow!("sampler settings: {e}"))?;
     if a.count == 0 {
