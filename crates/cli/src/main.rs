@@ -28,6 +28,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The embedded demo: every workflow for a few generations of a tiny Gemma 2, on CPU, offline.
+    Demo(cmd::run::DemoArgs),
     /// Fit and resample multivariate Gaussians (protocol §2).
     Gaussian(cmd::gaussian::Args),
     /// Fit and resample kernel density estimates (protocol §3).
@@ -39,6 +41,10 @@ enum Command {
     Sft(cmd::sft::Args),
     /// Sample one generation's synthetic data into the pool.
     Sample(cmd::sample::Args),
+    /// Run (or continue) a multi-generation language-model run from a run file.
+    Run(cmd::run::RunArgs),
+    /// What a run directory has done and what is left.
+    Status(cmd::run::StatusArgs),
     /// Draw figures and a summary table from a results file.
     Report(cmd::report::Args),
 }
@@ -63,6 +69,9 @@ fn main() -> ExitCode {
         Command::Pool(command) => cmd::pool::run(command),
         Command::Sft(args) => cmd::sft::run(args),
         Command::Sample(args) => cmd::sample::run(args),
+        Command::Demo(args) => cmd::run::demo(args),
+        Command::Run(args) => cmd::run::run(args),
+        Command::Status(args) => cmd::run::status(args),
         Command::Report(args) => cmd::report::run(args),
     };
     match result {

@@ -9,7 +9,7 @@ use std::path::Path;
 use thrive_core::text_format::{parse_generation, training_text};
 use thrive_core::Workflow;
 use thrive_pool::{Example, Provenance};
-use thrive_sft::Gemma2;
+use thrive_sft::{Gemma2, TextEncoder};
 use tokenizers::Tokenizer;
 
 /// What to generate.
@@ -64,16 +64,18 @@ fn decode(tokenizer: &Tokenizer, ids: &[u32]) -> Result<String> {
 }
 
 /// Samples `count` accepted rows (Unconditional) or one row per prompt (Prompted).
+/// `progress`, if given, holds the progress bar (a multi-generation run's own display).
 pub fn synthesize(
     model: &Gemma2,
-    tokenizer: &Tokenizer,
-    eos: u32,
+    text: &TextEncoder,
     mode: &Mode,
     count: usize,
     s: &SamplerSettings,
     origin: &Origin,
+    progress: Option<&indicatif::MultiProgress>,
 ) -> Result<Synthesized> {
     s.check()?;
+    let (tokenizer, eos) = (text.tokenizer(), text.eos());
     let started = std::time::Instant::now();
     let provenance = |index: u64| Provenance {
         base_model: origin.base_model.clone(),
@@ -92,6 +94,10 @@ pub fn synthesize(
         Mode::Prompted { prompts } => (prompts.len().min(count), prompts.len().min(count) as u64),
     };
     let bar = indicatif::ProgressBar::new(target as u64);
+    let bar = match progress {
+        Some(multi) => multi.add(bar),
+        None => bar,
+    };
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} rows {msg} eta {eta}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),

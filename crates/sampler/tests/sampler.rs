@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use thrive_core::Workflow;
 use thrive_pool::Origin as RowOrigin;
 use thrive_sampler::*;
-use thrive_sft::Gemma2;
-use tokenizers::Tokenizer;
+use thrive_sft::{Gemma2, TextEncoder};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -19,8 +18,8 @@ fn model() -> Gemma2 {
     Gemma2::load(&fixtures().join("tiny-trained"), DType::F32, &Device::Cpu).unwrap()
 }
 
-fn tokenizer() -> Tokenizer {
-    Tokenizer::from_file(fixtures().join("tiny-trained/tokenizer.json")).unwrap()
+fn tokenizer() -> TextEncoder {
+    TextEncoder::from_file(&fixtures().join("tiny-trained/tokenizer.json")).unwrap()
 }
 
 struct Reference {
@@ -94,7 +93,7 @@ fn samples_depend_on_the_seed_not_on_the_batch_size() {
     let mode = Mode::Prompted { prompts: prompts.clone() };
     let run = |batch_size: usize, seed: u64, s: SamplerSettings| {
         let s = SamplerSettings { batch_size, max_new_tokens: 24, ..s };
-        synthesize(&m, &tok, 1, &mode, 100, &s, &origin(seed)).unwrap()
+        synthesize(&m, &tok, &mode, 100, &s, &origin(seed), None).unwrap()
     };
     let plain = SamplerSettings::default();
     let a = run(1, 11, plain);
@@ -127,7 +126,7 @@ fn unconditional_rejections_are_counted_and_reported() {
     let m = model();
     let s = SamplerSettings { max_new_tokens: 16, batch_size: 4, ..SamplerSettings::default() };
     let mode = Mode::Unconditional { strip_quirk: true, max_attempts: 10 };
-    let err = synthesize(&m, &tokenizer(), 1, &mode, 5, &s, &origin(0)).unwrap_err().to_string();
+    let err = synthesize(&m, &tokenizer(), &mode, 5, &s, &origin(0), None).unwrap_err().to_string();
     assert!(err.contains("0 of 5") && err.contains("10 generations") && err.contains("no_user_prefix"), "{err}");
 }
 

@@ -16,8 +16,10 @@ const MASKED: f32 = -1e30;
 struct RmsNorm {
     /// The stored weight w.
     weight: Tensor,
-    /// 1 + w, precomputed.
+    /// 1 + w, precomputed while w is frozen.
     scale: Tensor,
+    /// w itself (f32) when it is trained (full fine-tuning).
+    var: Option<Var>,
     eps: f64,
 }
 
@@ -27,7 +29,18 @@ impl RmsNorm {
         let x = x.to_dtype(DType::F32)?;
         let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
         let normed = x.broadcast_div(&(ms + self.eps)?.sqrt()?)?;
-        Ok(normed.broadcast_mul(&self.scale)?.to_dtype(dtype)?)
+        let scale = match &self.var {
+            Some(v) => (v.as_tensor() + 1.0)?,
+            None => self.scale.clone(),
+        };
+        Ok(normed.broadcast_mul(&scale)?.to_dtype(dtype)?)
+    }
+
+    fn make_trainable(&mut self) -> Result<Var> {
+        let var = Var::from_tensor(&self.weight.to_dtype(DType::F32)?)?;
+        self.weight = var.as_tensor().clone();
+        self.var = Some(var.clone());
+        Ok(var)
     }
 }
 
@@ -52,6 +65,8 @@ struct Layer {
 pub struct Gemma2 {
     pub cfg: Gemma2Config,
     embed: Tensor,
+    /// The embedding (f32) when it is trained (full fine-tuning); `embed` is then its tensor.
+    embed_var: Option<Var>,
     layers: Vec<Layer>,
     final_norm: RmsNorm,
     dtype: DType,
@@ -110,7 +125,7 @@ impl Gemma2 {
             Ok(t)
         };
         let norm = |t: Tensor| -> Result<RmsNorm> {
-            Ok(RmsNorm { scale: (t.to_dtype(DType::F32)? + 1.0)?, weight: t, eps: cfg.rms_norm_eps })
+            Ok(RmsNorm { scale: (t.to_dtype(DType::F32)? + 1.0)?, weight: t, var: None, eps: cfg.rms_norm_eps })
         };
         let embed = take("model.embed_tokens.weight", &[cfg.vocab_size, h])?;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
@@ -134,7 +149,7 @@ impl Gemma2 {
         }
         let final_norm = norm(take("model.norm.weight", &[h])?)?;
         let erf_gelu = cfg.hidden_activation == "gelu";
-        Ok(Gemma2 { cfg, embed, layers, final_norm, dtype, device: device.clone(), erf_gelu })
+        Ok(Gemma2 { cfg, embed, embed_var: None, layers, final_norm, dtype, device: device.clone(), erf_gelu })
     }
 
     pub fn device(&self) -> &Device {
@@ -216,14 +231,46 @@ impl Gemma2 {
                 out.push((format!("{}.weight", name.trim_start_matches("base_model.model.")), v.clone()));
             }
         }
+        if let Some(v) = &self.embed_var {
+            out.push(("model.embed_tokens.weight".into(), v.clone()));
+        }
+        for (name, norm) in self.norms() {
+            if let Some(v) = &norm.var {
+                out.push((format!("{name}.weight"), v.clone()));
+            }
+        }
         out
     }
 
-    /// Makes every linear layer's base weight trainable (full fine-tuning; embeddings and norms stay frozen).
-    pub fn make_linears_trainable(&mut self) -> Result<()> {
+    /// Every RMSNorm under its transformers name (without `.weight`).
+    fn norms(&self) -> Vec<(String, &RmsNorm)> {
+        let mut out = Vec::new();
+        for (i, l) in self.layers.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            out.push((format!("{p}.input_layernorm"), &l.input_norm));
+            out.push((format!("{p}.post_attention_layernorm"), &l.post_attn_norm));
+            out.push((format!("{p}.pre_feedforward_layernorm"), &l.pre_ff_norm));
+            out.push((format!("{p}.post_feedforward_layernorm"), &l.post_ff_norm));
+        }
+        out.push(("model.norm".into(), &self.final_norm));
+        out
+    }
+
+    /// Makes every parameter trainable, as the paper's full fine-tuning: the linear layers, the
+    /// (tied) embedding and every norm, each held in f32.
+    pub fn make_all_trainable(&mut self) -> Result<()> {
         for (_, lin) in self.linears_mut() {
             *lin = LoraLinear::trainable(&lin.weight)?;
         }
+        let var = Var::from_tensor(&self.embed.to_dtype(DType::F32)?)?;
+        self.embed = var.as_tensor().clone();
+        self.embed_var = Some(var);
+        for l in &mut self.layers {
+            for n in [&mut l.input_norm, &mut l.post_attn_norm, &mut l.pre_ff_norm, &mut l.post_ff_norm] {
+                n.make_trainable()?;
+            }
+        }
+        self.final_norm.make_trainable()?;
         Ok(())
     }
 
@@ -266,8 +313,11 @@ impl Gemma2 {
         let (b, seq) = input_ids.dims2()?;
         let cfg = &self.cfg;
         let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
-        let mut x = (self.embed.embedding(&input_ids.flatten_all()?)?.reshape((b, seq, cfg.hidden_size))?
-            * (cfg.hidden_size as f64).sqrt())?;
+        let mut x = (self.embed.embedding(&input_ids.flatten_all()?)?.to_dtype(self.dtype)?.reshape((
+            b,
+            seq,
+            cfg.hidden_size,
+        ))? * (cfg.hidden_size as f64).sqrt())?;
         let (cos, sin) = self.rope(seq)?;
         let global_mask = self.mask(attention_mask, seq, None)?;
         let window_mask = match cfg.sliding_window {
@@ -313,7 +363,7 @@ impl Gemma2 {
 
     /// Logits (rows, vocab) of hidden states (rows, hidden): tied embeddings, final soft-capping.
     pub fn logits_of(&self, hidden: &Tensor) -> Result<Tensor> {
-        let logits = hidden.broadcast_matmul(&self.embed.t()?)?.to_dtype(DType::F32)?;
+        let logits = hidden.broadcast_matmul(&self.embed.to_dtype(hidden.dtype())?.t()?)?.to_dtype(DType::F32)?;
         Ok(match self.cfg.final_logit_softcapping {
             Some(cap) => ((logits / cap)?.tanh()? * cap)?,
             None => logits,
@@ -492,8 +542,11 @@ impl Gemma2 {
             _ => None,
         };
         let scaling = cfg.query_pre_attn_scalar.powf(-0.5);
-        let mut x = (self.embed.embedding(&input_ids.flatten_all()?)?.reshape((b, s, cfg.hidden_size))?
-            * (cfg.hidden_size as f64).sqrt())?;
+        let mut x = (self.embed.embedding(&input_ids.flatten_all()?)?.to_dtype(self.dtype)?.reshape((
+            b,
+            s,
+            cfg.hidden_size,
+        ))? * (cfg.hidden_size as f64).sqrt())?;
         for (layer, kv) in self.layers.iter().zip(cache.layers.iter_mut()) {
             let residual = x.clone();
             let h = layer.input_norm.forward(&x)?;

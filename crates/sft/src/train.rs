@@ -26,7 +26,7 @@ pub enum Schedule {
 pub enum Mode {
     /// LoRA adapters on a frozen base.
     Lora(LoraConfig),
-    /// Every linear layer of attention and MLP (embeddings and norms stay frozen).
+    /// Every parameter (linear layers, the tied embedding, every norm), as the paper.
     Full,
 }
 
@@ -259,7 +259,7 @@ fn load_checkpoint(dir: &Path, names: &[String], opt: &mut AdamW) -> Result<Chec
 }
 
 /// How a run starts and ends, besides its hyper-parameters.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RunControl {
     /// Continue from the latest checkpoint in the output directory.
     pub resume: bool,
@@ -268,6 +268,8 @@ pub struct RunControl {
     pub stop_after: Option<usize>,
     /// Also write merged weights (`merged/`) at the end; the adapter is always written.
     pub export_merged: bool,
+    /// Draw the progress bar under this one (a multi-generation run's own bar).
+    pub progress: Option<indicatif::MultiProgress>,
 }
 
 /// Trains `model` on `train`, evaluating on `valid`, writing checkpoints, metrics
@@ -280,7 +282,7 @@ pub fn train(
     out: &Path,
     control: RunControl,
 ) -> Result<TrainOutcome> {
-    let RunControl { resume, stop_after, export_merged } = control;
+    let RunControl { resume, stop_after, export_merged, progress } = control;
     if cfg.sequences_per_step == 0 || cfg.micro_batch == 0 || cfg.epochs == 0 {
         return Err(Error::Invalid("sequences per step, micro-batch and epochs must be positive".into()));
     }
@@ -307,7 +309,7 @@ pub fn train(
     let mut rng = Seeds::new(cfg.seed).stream(Stream::Training(cfg.generation));
     match &cfg.mode {
         Mode::Lora(l) => model.add_lora(l, &mut rng)?,
-        Mode::Full => model.make_linears_trainable()?,
+        Mode::Full => model.make_all_trainable()?,
     }
     let (names, vars): (Vec<String>, Vec<Var>) = model.trainable().into_iter().unzip();
     let params = AdamWParams { lr: cfg.lr, weight_decay: cfg.weight_decay, ..AdamWParams::default() };
@@ -345,6 +347,10 @@ pub fn train(
 
     let last = stop_after.map_or(total_steps, |s| s.min(total_steps));
     let bar = indicatif::ProgressBar::new(total_steps as u64).with_position(step as u64);
+    let bar = match &progress {
+        Some(multi) => multi.add(bar),
+        None => bar,
+    };
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps {msg} eta {eta}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),

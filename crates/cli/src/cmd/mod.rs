@@ -1,9 +1,11 @@
 //! One module per subcommand: flags and the call into the library crate.
 
 pub mod common;
+mod demo_assets;
 pub mod gaussian;
 pub mod kde;
 pub mod pool;
 pub mod report;
+pub mod run;
 pub mod sample;
 pub mod sft;

@@ -57,7 +57,11 @@ fn default_out_dir(results: &std::path::Path) -> PathBuf {
     results.with_file_name(format!("{stem}-figures"))
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub fn run(mut args: Args) -> Result<()> {
+    // A run directory of `thrive run` stands for its results file.
+    if args.results.is_dir() {
+        args.results = args.results.join("results.parquet");
+    }
     let table = ResultsTable::read_parquet(&args.results)
         .with_context(|| format!("reading results {}", args.results.display()))?;
     draw_and_summarise(&table, &args)

@@ -121,7 +121,7 @@ pub fn run(a: Args) -> Result<()> {
     if writer.pool().contains(&key) {
         bail!("{}: the pool already holds {key}", a.pool.display());
     }
-    let mut out = synthesize(&model, enc.tokenizer(), enc.eos(), &mode, a.count, &settings, &origin)?;
+    let mut out = synthesize(&model, &enc, &mode, a.count, &settings, &origin, None)?;
     TokenCounter::from_file(&tokenizer_path)?.annotate(&mut out.rows)?;
     let entry = writer.write_batch(&key, &out.rows)?;
     println!(

@@ -141,7 +141,7 @@ pub fn run(a: Args) -> Result<()> {
     tracing::info!("{} training and {} validation examples from {data_desc}", train_set.len(), valid_set.len());
     let mut model = Gemma2::load(&model_dir, dtype, &device)?;
 
-    let control = RunControl { resume: a.resume, stop_after: a.stop_after, export_merged: a.merged };
+    let control = RunControl { resume: a.resume, stop_after: a.stop_after, export_merged: a.merged, progress: None };
     let outcome = train(&mut model, &enc, (&train_set, &valid_set), &cfg, &a.out, control)?;
     let done = outcome.metrics.last().map_or(0, |m| m.step);
     let first = outcome.metrics.iter().find_map(|m| m.eval_loss);

@@ -1,0 +1,157 @@
+//! `thrive run` survives kill -9 at arbitrary moments: a run killed again and again and restarted
+//! each time ends with the same results and the same pool as an uninterrupted run (same rows,
+//! sampled by byte-identical adapters). Also `thrive status` and `thrive report RUN`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use thrive_core::ResultsTable;
+use thrive_pool::Pool;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn write_config(dir: &Path, name: &str) -> PathBuf {
+    let text = format!(
+        r#"
+out = "{name}"
+model = "{model}"
+device = "cpu"
+[data]
+helpsteer2 = "{data}"
+[run]
+workflows = ["replace", "accumulate"]
+generations = 3
+chains = [1]
+[sft]
+lr = 1e-2
+lora_rank = 4
+lora_alpha = 8.0
+lora_dropout = 0.1
+sequences_per_step = 8
+micro_batch = 4
+max_len = 128
+checkpoint_every = 1
+[sampling]
+mode = "prompted"
+count = 24
+max_new_tokens = 12
+batch_size = 8
+"#,
+        model = root().join("sampler/tests/fixtures/tiny-trained").display(),
+        data = root().join("pool/tests/fixtures/helpsteer2").display(),
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn thrive(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_thrive"));
+    c.args(["--log", "warn"]).args(args).stdout(Stdio::null()).stderr(Stdio::piped());
+    c
+}
+
+/// Every pool row's id and text, and for synthetic rows the SHA-256 of the adapter that sampled
+/// it (the adapter's path differs between the two run directories, so file hashes cannot be
+/// compared).
+fn pool_rows(dir: &Path) -> Vec<(String, String, String, String)> {
+    let pool = Pool::open(dir.join("pool")).unwrap();
+    let mut v = Vec::new();
+    for f in &pool.manifest().files {
+        for e in pool.read_batch(&f.key).unwrap() {
+            let sha = match &e.origin {
+                thrive_pool::Origin::Synthetic { provenance, .. } => provenance.adapter_sha256.clone().unwrap(),
+                thrive_pool::Origin::Real { .. } => String::new(),
+            };
+            v.push((f.key.to_string() + " " + &e.example_id, e.prompt, e.response, sha));
+        }
+    }
+    v.sort();
+    v
+}
+
+#[test]
+fn killed_runs_end_like_uninterrupted_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let whole = write_config(tmp.path(), "whole");
+    let started = Instant::now();
+    let out = thrive(&["run", whole.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let full_time = started.elapsed();
+
+    // Kill at pseudo-random moments spread over the run's length, then let it finish.
+    let killed = write_config(tmp.path(), "killed");
+    let mut state: u64 = 0x2545F4914F6CDD1D;
+    let mut kills = 0;
+    loop {
+        let mut child = thrive(&["run", killed.to_str().unwrap()]).spawn().unwrap();
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let wait = full_time.mul_f64((state % 1000) as f64 / 1000.0 * 0.5);
+        let deadline = Instant::now() + wait;
+        let mut finished = None;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                finished = Some(status);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        match finished {
+            Some(status) => {
+                assert!(status.success(), "a restarted run failed");
+                break;
+            }
+            None if kills < 8 => {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                kills += 1;
+            }
+            None => {
+                let out = child.wait_with_output().unwrap();
+                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                break;
+            }
+        }
+    }
+    assert!(kills >= 3, "only {kills} kills: the run finished too fast to test");
+    let a = ResultsTable::read_parquet(&tmp.path().join("whole/results.parquet")).unwrap();
+    let b = ResultsTable::read_parquet(&tmp.path().join("killed/results.parquet")).unwrap();
+    assert_eq!(a.runs.len(), 2);
+    for (x, y) in a.runs.iter().zip(&b.runs) {
+        assert_eq!(x.metrics, y.metrics, "{:?} differs after {kills} kills", x.workflow);
+    }
+    let (a, b) = (pool_rows(&tmp.path().join("whole")), pool_rows(&tmp.path().join("killed")));
+    assert!(a.len() > 60 && a.iter().any(|r| !r.3.is_empty()));
+    assert!(a == b, "the pools differ after {kills} kills");
+
+    // status and report on the finished run.
+    let out = thrive(&["status", tmp.path().join("killed").to_str().unwrap(), "--json"])
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["done"], s["total"]);
+    assert_eq!(s["total"], 10);
+    let out = thrive(&["report", tmp.path().join("killed").to_str().unwrap()]).stdout(Stdio::piped()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(tmp.path().join("killed/results-figures").read_dir().unwrap().count() > 0);
+}
+
+#[test]
+fn bad_run_files_fail_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = write_config(tmp.path(), "bad");
+    let text = std::fs::read_to_string(&path).unwrap().replace("[sampling]", "[sampling]\ncuont = 3");
+    std::fs::write(&path, text).unwrap();
+    let out = thrive(&["run", path.to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cuont") && err.contains("bad.toml"), "{err}");
+    let out = thrive(&["status", tmp.path().to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a run directory"));
+}

@@ -1,0 +1,47 @@
+//! Multi-generation language-model runs (protocol §4.4): pool → fine-tune → evaluate → sample →
+//! pool, for every workflow and chain seed, resumable after a crash at any point.
+//!
+//! The workflows themselves are thrive-core's ([`thrive_core::Workflow`]), reached through the
+//! pool's training views, so the Gaussian, KDE and LM settings share one definition.
+
+mod config;
+mod error;
+mod run;
+
+pub use config::{DataConfig, LoopConfig, RunConfig, SamplingConfig, SftConfig};
+pub use error::{Error, Result};
+pub use run::{is_done, plan, results, run, ModelDone, RunDir, Step, METRICS};
+
+/// What a run directory holds: its configuration and every step, done or not.
+pub struct Status {
+    pub config: RunConfig,
+    /// Each step, whether it is complete, and for a finished model its record.
+    pub steps: Vec<(Step, bool, Option<ModelDone>)>,
+}
+
+/// Reads the state of the run in `root` (the `out` of its configuration).
+pub fn status(root: &std::path::Path) -> Result<Status> {
+    let dir = RunDir { root: root.to_path_buf() };
+    let path = dir.config();
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        Error::Invalid(format!("{}: not a run directory ({e}); `thrive run` writes run.json there", root.display()))
+    })?;
+    let config: RunConfig =
+        serde_json::from_str(&text).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+    let pool = thrive_pool::Pool::open(dir.pool()).ok();
+    let steps = plan(&config)
+        .into_iter()
+        .map(|step| {
+            let done = is_done(&dir, pool.as_ref(), step);
+            let record = match step {
+                Step::Train { workflow, chain, generation } if done => {
+                    let p = dir.model(workflow, chain, generation).join("done.json");
+                    std::fs::read_to_string(p).ok().and_then(|t| serde_json::from_str(&t).ok())
+                }
+                _ => None,
+            };
+            (step, done, record)
+        })
+        .collect();
+    Ok(Status { config, steps })
+}
