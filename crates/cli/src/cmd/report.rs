@@ -79,6 +79,10 @@ fn draw_and_summarise(table: &ResultsTable, args: &Args) -> Result<()> {
             // h1 only restates the bandwidth column.
             opts.ignore = vec!["h1".into()];
         }
+        if table.setting == "lm" {
+            // Losses in nats per token vary within a factor of two: a linear axis reads better.
+            opts.log_y = Some(false);
+        }
         let files = trajectory_figures(table, &opts)?;
         let extra = if table.setting == "kde" {
             thrive_report::bandwidth::bandwidth_figures(table, &out_dir, &args.generations)?
