@@ -99,3 +99,29 @@ fn loss_after_adamw_steps_matches_torch() {
         grads = loss.backward().unwrap();
     }
 }
+
+#[test]
+fn full_fine_tuning_gradients_match_transformers() {
+    // Every parameter of the base model (no adapter), the tied embedding included
+    // (fixture from scripts/sft_full_fixtures.py).
+    let r = reference();
+    let want: HashMap<String, Tensor> =
+        candle_core::safetensors::load(fixture().join("full_grads.safetensors"), &Device::Cpu).unwrap();
+    let mut model = Gemma2::load(&fixture(), DType::F32, &Device::Cpu).unwrap();
+    model.make_all_trainable().unwrap();
+    let (loss, _) = next_token_loss(&model, &batch(&r), None).unwrap();
+    let expected = want["loss"].to_vec1::<f32>().unwrap()[0];
+    let got = loss.to_scalar::<f32>().unwrap();
+    assert!((got - expected).abs() <= 1e-5 * expected.abs(), "loss {got} vs {expected}");
+    let grads = loss.backward().unwrap();
+    let trainable = model.trainable();
+    assert_eq!(trainable.len(), want.len() - 1, "every parameter is trained");
+    for (name, var) in trainable {
+        let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{name}: no gradient"));
+        let w = want.get(&format!("grad.{name}")).unwrap_or_else(|| panic!("{name}: not in the fixture"));
+        let scale = max_abs(w);
+        assert!(scale > 0.0, "{name}: zero reference gradient");
+        let diff = max_abs_diff(g, w);
+        assert!(diff <= 1e-3 * scale, "{name}: gradient differs by {diff} (largest entry {scale})");
+    }
+}
