@@ -157,12 +157,7 @@ pub fn run(cfg: &RunConfig) -> Result<ResultsTable> {
         write_json(&recorded, cfg)?;
     }
 
-    let device = match cfg.device.as_str() {
-        "cpu" => Device::Cpu,
-        "cuda" => Device::new_cuda(0)?,
-        _ => Device::cuda_if_available(0).unwrap_or(Device::Cpu),
-    };
-    let dtype = if device.is_cuda() { DType::BF16 } else { DType::F32 };
+    let (device, dtype) = thrive_sft::device_for(&cfg.device)?;
     let base_dir = resolve_model_dir(&cfg.model)?;
     let tokenizer_path = base_dir.join("tokenizer.json");
     let enc = TextEncoder::from_file(&tokenizer_path)?;

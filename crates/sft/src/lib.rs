@@ -14,6 +14,7 @@
 
 mod config;
 mod data;
+mod device;
 mod error;
 mod export;
 mod hub;
@@ -25,6 +26,7 @@ mod train;
 
 pub use config::Gemma2Config;
 pub use data::{read_jsonl, Example, TextEncoder, Tokenized};
+pub use device::device_for;
 pub use error::{Error, Result};
 pub use export::export;
 pub use hub::resolve_model_dir;

@@ -9,6 +9,17 @@ use candle_core::{DType, Device, Tensor, Var, D};
 use std::collections::HashMap;
 use std::path::Path;
 
+/// The linear layers of a decoder layer, in the order of `Layer`'s fields (transformers' names).
+const LINEAR_MODULES: [&str; 7] = [
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+];
+
 /// Added to masked attention scores (finite, so a fully masked row gives a uniform softmax, not NaN).
 const MASKED: f32 = -1e30;
 
@@ -166,13 +177,23 @@ impl Gemma2 {
         let mut out = Vec::new();
         for (i, l) in self.layers.iter_mut().enumerate() {
             let p = format!("base_model.model.model.layers.{i}");
-            out.push((format!("{p}.self_attn.q_proj"), &mut l.q));
-            out.push((format!("{p}.self_attn.k_proj"), &mut l.k));
-            out.push((format!("{p}.self_attn.v_proj"), &mut l.v));
-            out.push((format!("{p}.self_attn.o_proj"), &mut l.o));
-            out.push((format!("{p}.mlp.gate_proj"), &mut l.gate));
-            out.push((format!("{p}.mlp.up_proj"), &mut l.up));
-            out.push((format!("{p}.mlp.down_proj"), &mut l.down));
+            let [q, k, v, o, gate, up, down] =
+                [&mut l.q, &mut l.k, &mut l.v, &mut l.o, &mut l.gate, &mut l.up, &mut l.down];
+            for (module, lin) in LINEAR_MODULES.iter().zip([q, k, v, o, gate, up, down]) {
+                out.push((format!("{p}.{module}"), lin));
+            }
+        }
+        out
+    }
+
+    /// Every linear layer under PEFT's name (`base_model.model.model.layers.0.self_attn.q_proj`).
+    fn linears(&self) -> Vec<(String, &LoraLinear)> {
+        let mut out = Vec::new();
+        for (i, l) in self.layers.iter().enumerate() {
+            let p = format!("base_model.model.model.layers.{i}");
+            for (module, lin) in LINEAR_MODULES.iter().zip([&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down]) {
+                out.push((format!("{p}.{module}"), lin));
+            }
         }
         out
     }
@@ -383,28 +404,11 @@ impl Gemma2 {
     pub fn merged_tensors(&self) -> Result<HashMap<String, Tensor>> {
         let mut out = HashMap::new();
         out.insert("model.embed_tokens.weight".to_string(), self.embed.clone());
-        out.insert("model.norm.weight".to_string(), self.final_norm.weight.clone());
-        for (i, l) in self.layers.iter().enumerate() {
-            let p = format!("model.layers.{i}");
-            for (name, lin) in [
-                ("self_attn.q_proj", &l.q),
-                ("self_attn.k_proj", &l.k),
-                ("self_attn.v_proj", &l.v),
-                ("self_attn.o_proj", &l.o),
-                ("mlp.gate_proj", &l.gate),
-                ("mlp.up_proj", &l.up),
-                ("mlp.down_proj", &l.down),
-            ] {
-                out.insert(format!("{p}.{name}.weight"), lin.merged_weight()?);
-            }
-            for (name, n) in [
-                ("input_layernorm", &l.input_norm),
-                ("post_attention_layernorm", &l.post_attn_norm),
-                ("pre_feedforward_layernorm", &l.pre_ff_norm),
-                ("post_feedforward_layernorm", &l.post_ff_norm),
-            ] {
-                out.insert(format!("{p}.{name}.weight"), n.weight.clone());
-            }
+        for (name, lin) in self.linears() {
+            out.insert(format!("{}.weight", name.trim_start_matches("base_model.model.")), lin.merged_weight()?);
+        }
+        for (name, norm) in self.norms() {
+            out.insert(format!("{name}.weight"), norm.weight.clone());
         }
         Ok(out)
     }
@@ -412,21 +416,10 @@ impl Gemma2 {
     /// The LoRA tensors under PEFT's names (`base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight`).
     pub fn lora_tensors(&self) -> HashMap<String, Tensor> {
         let mut out = HashMap::new();
-        for (i, l) in self.layers.iter().enumerate() {
-            let p = format!("base_model.model.model.layers.{i}");
-            for (name, lin) in [
-                ("self_attn.q_proj", &l.q),
-                ("self_attn.k_proj", &l.k),
-                ("self_attn.v_proj", &l.v),
-                ("self_attn.o_proj", &l.o),
-                ("mlp.gate_proj", &l.gate),
-                ("mlp.up_proj", &l.up),
-                ("mlp.down_proj", &l.down),
-            ] {
-                if let Some(lora) = &lin.lora {
-                    out.insert(format!("{p}.{name}.lora_A.weight"), lora.a.as_tensor().clone());
-                    out.insert(format!("{p}.{name}.lora_B.weight"), lora.b.as_tensor().clone());
-                }
+        for (name, lin) in self.linears() {
+            if let Some(lora) = &lin.lora {
+                out.insert(format!("{name}.lora_A.weight"), lora.a.as_tensor().clone());
+                out.insert(format!("{name}.lora_B.weight"), lora.b.as_tensor().clone());
             }
         }
         out

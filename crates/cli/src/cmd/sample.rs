@@ -1,12 +1,11 @@
 //! `thrive sample`: one generation's model samples that generation's synthetic data into the pool.
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device};
 use std::path::PathBuf;
 use thrive_core::{Seeds, Stream, Workflow};
 use thrive_pool::{BatchKey, PoolWriter, TokenCounter};
 use thrive_sampler::{file_sha256, synthesize, Mode, Origin, SamplerSettings};
-use thrive_sft::{resolve_model_dir, Gemma2, LoraConfig, TextEncoder};
+use thrive_sft::{device_for, resolve_model_dir, Gemma2, LoraConfig, TextEncoder};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -73,12 +72,7 @@ pub fn run(a: Args) -> Result<()> {
     if a.generation == 0 {
         bail!("--generation: the first model is generation 1");
     }
-    let device = match a.device.as_str() {
-        "cpu" => Device::Cpu,
-        "cuda" => Device::new_cuda(0).context("--device cuda")?,
-        _ => Device::cuda_if_available(0).unwrap_or(Device::Cpu),
-    };
-    let dtype = if device.is_cuda() { DType::BF16 } else { DType::F32 };
+    let (device, dtype) = device_for(&a.device).context("--device")?;
     let model_dir = resolve_model_dir(&a.model)?;
     let tokenizer_path = model_dir.join("tokenizer.json");
     let enc = TextEncoder::from_file(&tokenizer_path)?;

@@ -1,14 +1,13 @@
 //! `thrive sft`: fine-tune one generation's model on a pool view (or on jsonl files).
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device};
 use std::path::PathBuf;
 use thrive_core::manifest::{Manifest, Stopwatch};
 use thrive_core::Workflow;
 use thrive_pool::{BatchKey, Pick, Pool, View};
 use thrive_sft::{
-    read_jsonl, resolve_model_dir, train, Example, Gemma2, LoraConfig, Mode, RunControl, Schedule, TextEncoder,
-    TrainConfig, LORA_TARGETS,
+    device_for, read_jsonl, resolve_model_dir, train, Example, Gemma2, LoraConfig, Mode, RunControl, Schedule,
+    TextEncoder, TrainConfig, LORA_TARGETS,
 };
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -26,6 +25,16 @@ enum DeviceKind {
     Auto,
     Cpu,
     Cuda,
+}
+
+impl DeviceKind {
+    fn name(self) -> &'static str {
+        match self {
+            DeviceKind::Auto => "auto",
+            DeviceKind::Cpu => "cpu",
+            DeviceKind::Cuda => "cuda",
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -131,9 +140,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     let watch = Stopwatch::start();
-    let device = pick_device(a.device)?;
-    // bf16 on CUDA (the paper's precision), f32 on CPU where bf16 matmuls are slow.
-    let dtype = if device.is_cuda() { DType::BF16 } else { DType::F32 };
+    let (device, dtype) = device_for(a.device.name()).context("--device")?;
     let cfg = train_config(&a)?;
     let model_dir = resolve_model_dir(&a.model)?;
     let enc = TextEncoder::from_file(&model_dir.join("tokenizer.json"))?;
@@ -179,17 +186,6 @@ pub fn run(a: Args) -> Result<()> {
         println!("stopped early: continue with --resume");
     }
     Ok(())
-}
-
-fn pick_device(kind: DeviceKind) -> Result<Device> {
-    match kind {
-        DeviceKind::Cpu => Ok(Device::Cpu),
-        DeviceKind::Auto => Ok(Device::cuda_if_available(0).unwrap_or(Device::Cpu)),
-        DeviceKind::Cuda if candle_core::utils::cuda_is_available() => {
-            Device::new_cuda(0).context("--device cuda: no usable GPU")
-        }
-        DeviceKind::Cuda => bail!("--device cuda: this binary was built without CUDA (see scripts/build-cuda.sh)"),
-    }
 }
 
 fn train_config(a: &Args) -> Result<TrainConfig> {
