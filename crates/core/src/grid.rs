@@ -54,7 +54,7 @@ pub fn run_grid<S: Setting>(
         let spec = &specs[i];
         table.push(RunRecord {
             params: spec.params.clone(),
-            workflow: spec.config.workflow,
+            workflow: Some(spec.config.workflow),
             seed: spec.seed,
             metrics: out?,
         })?;

@@ -1,8 +1,10 @@
 //! Tidy Parquet results: one row per run and generation.
 //!
-//! Columns, in order: `setting`, `workflow`, one column per run parameter
-//! (Int64, Float64 or Utf8, e.g. `d`, `n`, `sigma2`, `dataset`), `seed`
-//! (UInt64), `generation` (UInt32, from 1), and one Float64 column per metric.
+//! Columns, in order: `setting`, `workflow` (null for runs outside the
+//! generation loop, such as the cells of the value-of-synthetic grid), one
+//! column per run parameter (Int64, Float64 or Utf8, e.g. `d`, `n`, `sigma2`,
+//! `dataset`), `seed` (UInt64), `generation` (UInt32, from 1), and one Float64
+//! column per metric.
 //! The file's key-value metadata names which columns are parameters
 //! (`thrive.params`) and which are metrics (`thrive.metrics`), so readers such
 //! as `thrive report` need no per-setting knowledge. Every setting writes
@@ -119,7 +121,8 @@ impl Params {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunRecord {
     pub params: Params,
-    pub workflow: Workflow,
+    /// `None` for a run that is no model-collapse chain (one cell of the value-of-synthetic grid).
+    pub workflow: Option<Workflow>,
     pub seed: u64,
     /// `generations × metrics`, row-major; generation 1 first.
     pub metrics: Vec<f64>,
@@ -192,7 +195,7 @@ impl ResultsTable {
 
     fn schema(&self) -> Arc<Schema> {
         let mut fields =
-            vec![Field::new("setting", DataType::Utf8, false), Field::new("workflow", DataType::Utf8, false)];
+            vec![Field::new("setting", DataType::Utf8, false), Field::new("workflow", DataType::Utf8, true)];
         if let Some(first) = self.runs.first() {
             for (k, v) in &first.params.0 {
                 fields.push(Field::new(k, v.data_type(), false));
@@ -242,7 +245,7 @@ impl ResultsTable {
         let mut workflow = StringBuilder::new();
         for &(i, _) in rows {
             setting.append_value(&self.setting);
-            workflow.append_value(self.runs[i].workflow.name());
+            workflow.append_option(self.runs[i].workflow.map(Workflow::name));
         }
         cols.push(Arc::new(setting.finish()));
         cols.push(Arc::new(workflow.finish()));
@@ -304,7 +307,7 @@ impl ResultsTable {
         let metrics: Vec<String> = serde_json::from_str(&get(META_METRICS)?).map_err(|e| bad(e.to_string()))?;
         let reader = builder.build().map_err(|e| bad(e.to_string()))?;
         let mut table = ResultsTable::new(&setting, metrics.clone());
-        let mut index: HashMap<(Vec<String>, Workflow, u64), usize> = HashMap::new();
+        let mut index: HashMap<(Vec<String>, Option<Workflow>, u64), usize> = HashMap::new();
         for batch in reader {
             let batch = batch.map_err(|e| bad(e.to_string()))?;
             let col = |name: &str| batch.column_by_name(name).ok_or_else(|| bad(format!("missing column `{name}`")));
@@ -315,7 +318,11 @@ impl ResultsTable {
             let metric_cols: Vec<&Float64Array> =
                 metrics.iter().map(|m| downcast::<Float64Array>(col(m)?, m, &bad)).collect::<Result<_>>()?;
             for r in 0..batch.num_rows() {
-                let w: Workflow = workflow.value(r).parse().map_err(|e: Error| bad(e.to_string()))?;
+                let w: Option<Workflow> = if workflow.is_null(r) {
+                    None
+                } else {
+                    Some(workflow.value(r).parse().map_err(|e: Error| bad(e.to_string()))?)
+                };
                 let mut p = Params::new();
                 for (name, c) in params.iter().zip(&param_cols) {
                     let v = if let Some(a) = c.as_any().downcast_ref::<Int64Array>() {
@@ -338,7 +345,8 @@ impl ResultsTable {
                 let expected = run.metrics.len() / metrics.len().max(1) + 1;
                 if gen.value(r) as usize != expected {
                     return Err(bad(format!(
-                        "run (workflow {w}, seed {}) has generation {} where {expected} was expected",
+                        "run (workflow {}, seed {}) has generation {} where {expected} was expected",
+                        w.map_or("none", Workflow::name),
                         seed.value(r),
                         gen.value(r)
                     )));
@@ -367,7 +375,7 @@ mod tests {
             for w in Workflow::ALL {
                 t.push(RunRecord {
                     params: Params::new().with("d", 3usize).with("h", 0.5).with("dataset", "moons"),
-                    workflow: w,
+                    workflow: Some(w),
                     seed,
                     metrics: (0..8).map(|i| i as f64 + seed as f64).collect(),
                 })
@@ -383,11 +391,29 @@ mod tests {
     }
 
     #[test]
+    fn runs_without_workflow_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.parquet");
+        let mut t = ResultsTable::new("cells", vec!["loss".into()]);
+        for (w, seed) in [(None, 0u64), (None, 1), (Some(Workflow::Accumulate), 0)] {
+            t.push(RunRecord {
+                params: Params::new().with("k", 4usize),
+                workflow: w,
+                seed,
+                metrics: vec![seed as f64],
+            })
+            .unwrap();
+        }
+        t.write_parquet(&path).unwrap();
+        assert_eq!(ResultsTable::read_parquet(&path).unwrap(), t);
+    }
+
+    #[test]
     fn mismatched_params_are_rejected() {
         let mut t = ResultsTable::new("toy", vec!["a".into()]);
         t.push(RunRecord {
             params: Params::new().with("d", 1usize),
-            workflow: Workflow::Replace,
+            workflow: Some(Workflow::Replace),
             seed: 0,
             metrics: vec![1.0],
         })
@@ -395,7 +421,7 @@ mod tests {
         let err = t
             .push(RunRecord {
                 params: Params::new().with("d", 1.5),
-                workflow: Workflow::Replace,
+                workflow: Some(Workflow::Replace),
                 seed: 0,
                 metrics: vec![1.0],
             })

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use thrive_core::Workflow;
 use thrive_sampler::SamplerSettings;
-use thrive_sft::{LoraConfig, Mode, Schedule, TrainConfig, LORA_TARGETS};
+use thrive_sft::{SftSettings, TrainConfig};
 
 /// A whole run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -17,10 +17,14 @@ pub struct RunConfig {
     /// The base model: a directory or a Hugging Face Hub id.
     pub model: String,
     pub data: DataConfig,
+    /// The generation loop (§4.4). Give this or `value`, not both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<LoopConfig>,
+    /// The value-of-synthetic grid (§5) instead of the generation loop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<ValueConfig>,
     #[serde(default)]
-    pub run: LoopConfig,
-    #[serde(default)]
-    pub sft: SftConfig,
+    pub sft: SftSettings,
     #[serde(default)]
     pub sampling: SamplingConfig,
     /// `auto` (CUDA when built with it and present), `cpu` or `cuda`.
@@ -64,54 +68,57 @@ impl Default for LoopConfig {
     }
 }
 
-/// Fine-tuning settings (the meaning of each is `thrive sft --help`'s).
+/// The value-of-synthetic grid (protocol §5): every cell fine-tunes the base model once on the
+/// first `num_real` rows of the real training split and the first `num_synthetic` rows of a
+/// source's synthetic data, and is evaluated on the real validation split.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct SftConfig {
-    pub full: bool,
-    pub lr: Option<f64>,
-    pub lora_rank: usize,
-    pub lora_alpha: f64,
-    pub lora_dropout: f64,
-    pub lora_targets: Vec<String>,
-    pub rslora: bool,
-    pub weight_decay: f64,
-    pub warmup_ratio: f64,
-    /// `constant` or `cosine`.
-    pub schedule: String,
-    pub sequences_per_step: usize,
-    pub micro_batch: usize,
-    pub epochs: usize,
-    pub max_len: usize,
-    pub response_only: bool,
-    pub eval_every: usize,
-    pub checkpoint_every: usize,
-    pub max_grad_norm: f64,
+pub struct ValueConfig {
+    pub num_real: Vec<usize>,
+    pub num_synthetic: Vec<usize>,
+    /// Synthetic sources: source s is the base model fine-tuned once on the whole real training
+    /// split (seed s), which samples `sampling.count` rows (the paper: 200,000).
+    pub sources: Vec<u64>,
+    /// Training seeds of every cell.
+    pub seeds: Vec<u64>,
+    /// `first` rows in pool order (the paper) or a seeded `random` choice.
+    pub pick: String,
 }
 
-impl Default for SftConfig {
+impl Default for ValueConfig {
     fn default() -> Self {
-        let l = LoraConfig::default();
-        SftConfig {
-            full: false,
-            lr: None,
-            lora_rank: l.rank,
-            lora_alpha: l.alpha,
-            lora_dropout: l.dropout,
-            lora_targets: l.targets,
-            rslora: false,
-            weight_decay: 0.0,
-            warmup_ratio: 0.05,
-            schedule: "constant".into(),
-            sequences_per_step: 128,
-            micro_batch: 8,
-            epochs: 1,
-            max_len: 512,
-            response_only: false,
-            eval_every: 0,
-            checkpoint_every: 10,
-            max_grad_norm: 1.0,
+        ValueConfig {
+            num_real: vec![0, 256, 1024],
+            num_synthetic: vec![0, 256, 1024],
+            sources: vec![0],
+            seeds: vec![0],
+            pick: "first".into(),
         }
+    }
+}
+
+impl ValueConfig {
+    fn check(&self, sampled: usize) -> std::result::Result<(), String> {
+        for (key, list) in [("value.num_real", &self.num_real), ("value.num_synthetic", &self.num_synthetic)] {
+            if list.is_empty() {
+                return Err(format!("{key}: name at least one size"));
+            }
+        }
+        for (key, list) in [("value.sources", &self.sources), ("value.seeds", &self.seeds)] {
+            if list.is_empty() {
+                return Err(format!("{key}: name at least one"));
+            }
+        }
+        if !["first", "random"].contains(&self.pick.as_str()) {
+            return Err(format!("value.pick: `{}` is not first or random", self.pick));
+        }
+        let most = self.num_synthetic.iter().max().copied().unwrap_or(0);
+        if most > sampled {
+            return Err(format!(
+                "value.num_synthetic: {most} is more than the {sampled} rows each source samples (sampling.count)"
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -121,7 +128,8 @@ impl Default for SftConfig {
 pub struct SamplingConfig {
     /// `unconditional` (the paper) or `prompted`.
     pub mode: String,
-    /// Accepted rows per generation (the paper: 12531).
+    /// Accepted rows per generation (the paper: 12531), or per source of the value grid (the
+    /// paper: 200,000).
     pub count: usize,
     pub temperature: f64,
     pub top_p: f64,
@@ -188,23 +196,42 @@ impl RunConfig {
         }
     }
 
-    /// The workflows, parsed.
+    /// The generation loop's settings (defaults where the file has no `[run]`).
+    pub fn generation_loop(&self) -> LoopConfig {
+        self.run.clone().unwrap_or_default()
+    }
+
+    /// The workflows, parsed (none for a value-of-synthetic grid).
     pub fn workflows(&self) -> Vec<Workflow> {
-        self.run.workflows.iter().filter_map(|w| w.parse().ok()).collect()
+        if self.value.is_some() {
+            return Vec::new();
+        }
+        self.generation_loop().workflows.iter().filter_map(|w| w.parse().ok()).collect()
     }
 
     fn check(&self) -> std::result::Result<(), String> {
-        for w in &self.run.workflows {
-            w.parse::<Workflow>().map_err(|e| format!("run.workflows: {e}"))?;
-        }
-        if self.run.workflows.is_empty() {
-            return Err("run.workflows: name at least one workflow".into());
-        }
-        if self.run.generations == 0 {
-            return Err("run.generations: must be at least 1".into());
-        }
-        if self.run.chains.is_empty() {
-            return Err("run.chains: name at least one chain seed".into());
+        match (&self.run, &self.value) {
+            (Some(_), Some(_)) => {
+                return Err("run and value: a run file is either a generation loop ([run]) or a value-of-synthetic \
+                            grid ([value]), not both"
+                    .into())
+            }
+            (_, Some(v)) => v.check(self.sampling.count)?,
+            (_, None) => {
+                let run = self.generation_loop();
+                for w in &run.workflows {
+                    w.parse::<Workflow>().map_err(|e| format!("run.workflows: {e}"))?;
+                }
+                if run.workflows.is_empty() {
+                    return Err("run.workflows: name at least one workflow".into());
+                }
+                if run.generations == 0 {
+                    return Err("run.generations: must be at least 1".into());
+                }
+                if run.chains.is_empty() {
+                    return Err("run.chains: name at least one chain seed".into());
+                }
+            }
         }
         match (&self.data.helpsteer2, &self.data.hub) {
             (Some(_), Some(_)) => return Err("data: give helpsteer2 or hub, not both".into()),
@@ -225,71 +252,9 @@ impl RunConfig {
         Ok(())
     }
 
-    /// The fine-tuning configuration of (chain, generation).
-    pub fn train_config(&self, chain: u64, generation: u32) -> std::result::Result<TrainConfig, String> {
-        let s = &self.sft;
-        let mode = if s.full {
-            Mode::Full
-        } else {
-            if let Some(bad) = s.lora_targets.iter().find(|t| !LORA_TARGETS.contains(&t.as_str())) {
-                return Err(format!("sft.lora_targets: unknown module `{bad}` (expected some of {LORA_TARGETS:?})"));
-            }
-            if s.lora_rank == 0 {
-                return Err("sft.lora_rank: must be positive".into());
-            }
-            if !(0.0..1.0).contains(&s.lora_dropout) {
-                return Err("sft.lora_dropout: must be in [0, 1)".into());
-            }
-            Mode::Lora(LoraConfig {
-                rank: s.lora_rank,
-                alpha: s.lora_alpha,
-                dropout: s.lora_dropout,
-                targets: s.lora_targets.clone(),
-                rslora: s.rslora,
-            })
-        };
-        let base = if s.full { TrainConfig::paper_full() } else { TrainConfig::default_lora() };
-        let lr = s.lr.unwrap_or(base.lr);
-        if !(lr > 0.0 && lr.is_finite()) {
-            return Err("sft.lr: must be a positive number".into());
-        }
-        if !(0.0..1.0).contains(&s.warmup_ratio) {
-            return Err("sft.warmup_ratio: must be in [0, 1)".into());
-        }
-        let schedule = match s.schedule.as_str() {
-            "constant" => Schedule::Constant,
-            "cosine" => Schedule::Cosine,
-            other => return Err(format!("sft.schedule: `{other}` is not constant or cosine")),
-        };
-        for (key, v) in [
-            ("sft.sequences_per_step", s.sequences_per_step),
-            ("sft.micro_batch", s.micro_batch),
-            ("sft.epochs", s.epochs),
-        ] {
-            if v == 0 {
-                return Err(format!("{key}: must be positive"));
-            }
-        }
-        if s.max_len < 2 {
-            return Err("sft.max_len: must be at least 2".into());
-        }
-        Ok(TrainConfig {
-            mode,
-            lr,
-            weight_decay: s.weight_decay,
-            warmup_ratio: s.warmup_ratio,
-            schedule,
-            sequences_per_step: s.sequences_per_step,
-            micro_batch: s.micro_batch,
-            epochs: s.epochs,
-            max_len: s.max_len,
-            response_only: s.response_only,
-            eval_every: s.eval_every,
-            checkpoint_every: s.checkpoint_every,
-            max_grad_norm: s.max_grad_norm,
-            seed: chain,
-            generation,
-        })
+    /// The fine-tuning configuration of (seed, generation).
+    pub fn train_config(&self, seed: u64, generation: u32) -> std::result::Result<TrainConfig, String> {
+        self.sft.train_config(seed, generation).map_err(|e| format!("sft.{}: {}", e.field, e.message))
     }
 
     /// The sampler's settings.

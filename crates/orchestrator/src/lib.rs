@@ -1,5 +1,6 @@
-//! Multi-generation language-model runs (protocol §4.4): pool → fine-tune → evaluate → sample →
-//! pool, for every workflow and chain seed, resumable after a crash at any point.
+//! Language-model runs, resumable after a crash at any point: multi-generation runs (protocol
+//! §4.4: pool → fine-tune → evaluate → sample → pool, for every workflow and chain seed) and the
+//! value-of-synthetic grid (§5: num_real × num_synthetic → validation loss).
 //!
 //! The workflows themselves are thrive-core's ([`thrive_core::Workflow`]), reached through the
 //! pool's training views, so the Gaussian, KDE and LM settings share one definition.
@@ -8,9 +9,10 @@ mod config;
 mod error;
 mod run;
 
-pub use config::{DataConfig, LoopConfig, RunConfig, SamplingConfig, SftConfig};
+pub use config::{DataConfig, LoopConfig, RunConfig, SamplingConfig, ValueConfig};
 pub use error::{Error, Result};
-pub use run::{is_done, plan, results, run, ModelDone, RunDir, Step, METRICS};
+pub use run::{is_done, model_dir, plan, results, run, to_sft, ModelDone, RunDir, Step, METRICS};
+pub use thrive_sft::SftSettings;
 
 /// What a run directory holds: its configuration and every step, done or not.
 pub struct Status {
@@ -33,13 +35,10 @@ pub fn status(root: &std::path::Path) -> Result<Status> {
         .into_iter()
         .map(|step| {
             let done = is_done(&dir, pool.as_ref(), step);
-            let record = match step {
-                Step::Train { workflow, chain, generation } if done => {
-                    let p = dir.model(workflow, chain, generation).join("done.json");
-                    std::fs::read_to_string(p).ok().and_then(|t| serde_json::from_str(&t).ok())
-                }
-                _ => None,
-            };
+            let record = model_dir(&dir, step)
+                .filter(|_| done)
+                .and_then(|d| std::fs::read_to_string(d.join("done.json")).ok())
+                .and_then(|t| serde_json::from_str(&t).ok());
             (step, done, record)
         })
         .collect();

@@ -1,6 +1,12 @@
-//! The generation loop of an LM run: for every chain and workflow, generation t fine-tunes on
-//! its workflow's view of the pool, is evaluated on the real validation split, and (unless it is
-//! the last) samples generation t's synthetic batch into the pool.
+//! The two kinds of LM run.
+//!
+//! The generation loop (§4.4): for every chain and workflow, generation t fine-tunes on its
+//! workflow's view of the pool, is evaluated on the real validation split, and (unless it is the
+//! last) samples generation t's synthetic batch into the pool.
+//!
+//! The value-of-synthetic grid (§5): each source model is fine-tuned once on the real training
+//! split and samples a large synthetic batch; then every cell (num_real, num_synthetic, source,
+//! seed) fine-tunes the base model on the first rows of both and is evaluated.
 //!
 //! Every step is idempotent and leaves either nothing or a complete artifact: a model directory
 //! is complete once its `done.json` exists (written last, atomically; training in between resumes
@@ -16,9 +22,9 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use thrive_core::results::{Params, ResultsTable, RunRecord};
 use thrive_core::{Seeds, Stream, Workflow};
-use thrive_pool::{BatchKey, ColumnMapping, HubSource, Pool, PoolWriter, TokenCounter, View};
+use thrive_pool::{BatchKey, ColumnMapping, HubSource, Pick, Pool, PoolWriter, TokenCounter, View, VALUE_SOURCE};
 use thrive_sampler::{file_sha256, synthesize, Mode, Origin};
-use thrive_sft::{resolve_model_dir, train, Example, Gemma2, LoraConfig, RunControl, TextEncoder};
+use thrive_sft::{evaluate, resolve_model_dir, train, Example, Gemma2, RunControl, TextEncoder};
 
 /// The results' metric columns, one row per (workflow, chain, generation).
 pub const METRICS: [&str; 5] = ["eval_loss", "eval_loss_before", "train_loss", "train_examples", "synthetic_fraction"];
@@ -26,8 +32,12 @@ pub const METRICS: [&str; 5] = ["eval_loss", "eval_loss_before", "train_loss", "
 /// What a finished model step recorded (`done.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelDone {
+    #[serde(deserialize_with = "null_as_nan")]
     pub eval_loss: f64,
+    #[serde(deserialize_with = "null_as_nan")]
     pub eval_loss_before: f64,
+    /// NaN (null in the file) for a model that was not trained.
+    #[serde(deserialize_with = "null_as_nan")]
     pub train_loss: f64,
     pub train_examples: usize,
     pub synthetic_examples: usize,
@@ -35,11 +45,41 @@ pub struct ModelDone {
     pub seconds: f64,
 }
 
+/// JSON has no NaN: serde_json writes it as null, read back here.
+fn null_as_nan<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Option::<f64>::deserialize(d).map(|v| v.unwrap_or(f64::NAN))
+}
+
 /// One unit of work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
-    Train { workflow: Workflow, chain: u64, generation: u32 },
-    Sample { workflow: Workflow, chain: u64, generation: u32 },
+    Train {
+        workflow: Workflow,
+        chain: u64,
+        generation: u32,
+    },
+    Sample {
+        workflow: Workflow,
+        chain: u64,
+        generation: u32,
+    },
+    /// Value grid: fine-tune source `source`'s model on the real training split.
+    TrainSource {
+        source: u64,
+    },
+    /// Value grid: sample the source's synthetic rows into the pool.
+    SampleSource {
+        source: u64,
+    },
+    /// Value grid: one cell. `source` is `None` when the cell has no synthetic rows (then the
+    /// source does not matter and the cell is trained once per seed); with no rows at all the
+    /// base model is evaluated untrained, once.
+    Cell {
+        num_real: usize,
+        num_synthetic: usize,
+        source: Option<u64>,
+        seed: u64,
+    },
 }
 
 /// A run directory's layout.
@@ -58,6 +98,20 @@ impl RunDir {
             .join(format!("chain-{chain}"))
             .join(format!("gen-{generation:04}"))
     }
+    pub fn source_model(&self, source: u64) -> PathBuf {
+        self.root.join("models").join("value").join(format!("source-{source}"))
+    }
+    pub fn cell(&self, num_real: usize, num_synthetic: usize, source: Option<u64>, seed: u64) -> PathBuf {
+        let v = self.root.join("models").join("value");
+        match (num_real + num_synthetic, source) {
+            (0, _) => v.join("base"),
+            (_, None) => v.join("real-only").join(format!("seed-{seed}")).join(format!("real-{num_real}")),
+            (_, Some(s)) => v
+                .join(format!("source-{s}"))
+                .join(format!("seed-{seed}"))
+                .join(format!("real-{num_real}-synthetic-{num_synthetic}")),
+        }
+    }
     pub fn results(&self) -> PathBuf {
         self.root.join("results.parquet")
     }
@@ -69,11 +123,39 @@ impl RunDir {
 /// Every step of a run in order.
 pub fn plan(cfg: &RunConfig) -> Vec<Step> {
     let mut steps = Vec::new();
-    for &chain in &cfg.run.chains {
+    if let Some(v) = &cfg.value {
+        for &source in &v.sources {
+            steps.push(Step::TrainSource { source });
+            steps.push(Step::SampleSource { source });
+        }
+        let mut base_done = false;
+        for &seed in &v.seeds {
+            for &num_real in &v.num_real {
+                for &num_synthetic in &v.num_synthetic {
+                    if num_real + num_synthetic == 0 {
+                        // Nothing to train on: the base model, evaluated once.
+                        if !base_done {
+                            steps.push(Step::Cell { num_real, num_synthetic, source: None, seed });
+                            base_done = true;
+                        }
+                    } else if num_synthetic == 0 {
+                        steps.push(Step::Cell { num_real, num_synthetic, source: None, seed });
+                    } else {
+                        for &source in &v.sources {
+                            steps.push(Step::Cell { num_real, num_synthetic, source: Some(source), seed });
+                        }
+                    }
+                }
+            }
+        }
+        return steps;
+    }
+    let run = cfg.generation_loop();
+    for &chain in &run.chains {
         for workflow in cfg.workflows() {
-            for generation in 1..=cfg.run.generations {
+            for generation in 1..=run.generations {
                 steps.push(Step::Train { workflow, chain, generation });
-                if generation < cfg.run.generations {
+                if generation < run.generations {
                     steps.push(Step::Sample { workflow, chain, generation });
                 }
             }
@@ -82,15 +164,31 @@ pub fn plan(cfg: &RunConfig) -> Vec<Step> {
     steps
 }
 
+/// Where a model step writes (its `done.json` marks it complete); `None` for sampling steps.
+pub fn model_dir(dir: &RunDir, step: Step) -> Option<PathBuf> {
+    match step {
+        Step::Train { workflow, chain, generation } => Some(dir.model(workflow, chain, generation)),
+        Step::TrainSource { source } => Some(dir.source_model(source)),
+        Step::Cell { num_real, num_synthetic, source, seed } => Some(dir.cell(num_real, num_synthetic, source, seed)),
+        Step::Sample { .. } | Step::SampleSource { .. } => None,
+    }
+}
+
+/// The pool batch a sampling step writes.
+fn sample_key(step: Step) -> Option<BatchKey> {
+    match step {
+        Step::Sample { workflow, chain, generation } => Some(BatchKey::synthetic(workflow, chain, generation)),
+        Step::SampleSource { source } => Some(BatchKey::value_source(source)),
+        _ => None,
+    }
+}
+
 /// Whether a step's artifact is complete.
 pub fn is_done(dir: &RunDir, pool: Option<&Pool>, step: Step) -> bool {
-    match step {
-        Step::Train { workflow, chain, generation } => {
-            dir.model(workflow, chain, generation).join("done.json").exists()
-        }
-        Step::Sample { workflow, chain, generation } => {
-            pool.is_some_and(|p| p.contains(&BatchKey::synthetic(workflow, chain, generation)))
-        }
+    match (model_dir(dir, step), sample_key(step)) {
+        (Some(model), _) => model.join("done.json").exists(),
+        (None, Some(key)) => pool.is_some_and(|p| p.contains(&key)),
+        (None, None) => false,
     }
 }
 
@@ -171,21 +269,78 @@ pub fn run(cfg: &RunConfig) -> Result<ResultsTable> {
         indicatif::ProgressStyle::with_template("run {bar:30} {pos}/{len} steps {msg} [{elapsed} / eta {eta}]")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
+    if let Some(v) = &cfg.value {
+        let rows = Pool::open(dir.pool())?.entry(&BatchKey::real("train"))?.rows as usize;
+        if let Some(&most) = v.num_real.iter().max().filter(|&&m| m > rows) {
+            return Err(Error::Invalid(format!(
+                "value.num_real: {most} is more than the {rows} rows of the real training split"
+            )));
+        }
+    }
+    let ctx = Context {
+        cfg,
+        dir: &dir,
+        base_dir: &base_dir,
+        enc: &enc,
+        valid: &valid,
+        device: &device,
+        dtype,
+        multi: &multi,
+    };
     for step in steps {
         let pool = Pool::open(dir.pool())?;
         if is_done(&dir, Some(&pool), step) {
             bar.inc(1);
             continue;
         }
+        bar.set_message(describe(step));
         match step {
             Step::Train { workflow, chain, generation } => {
-                bar.set_message(format!("{workflow} chain {chain}: training generation {generation}"));
-                train_step(cfg, &dir, &pool, &base_dir, &enc, &valid, (&device, dtype), step, &multi)?;
+                let rows = pool.view(&View::training(workflow, chain, generation))?.examples()?;
+                // The paper fine-tunes every generation from the base model; optionally from the previous one.
+                let from = if ctx.continues(generation) {
+                    dir.model(workflow, chain, generation - 1).join("merged")
+                } else {
+                    base_dir.clone()
+                };
+                ctx.fit(step, rows, &from, (chain, generation), cfg.generation_loop().continue_from_previous)?;
+            }
+            Step::TrainSource { source } => {
+                let rows = pool.read_batch(&BatchKey::real("train"))?;
+                ctx.fit(step, rows, &base_dir, (source, 1), false)?;
+            }
+            Step::Cell { num_real: 0, num_synthetic: 0, .. } => ctx.evaluate_base(step)?,
+            Step::Cell { num_real, num_synthetic, source, seed } => {
+                let v = cfg.value.as_ref().expect("cells only in value grids");
+                let pick = if v.pick == "random" { Pick::Random { seed } } else { Pick::First };
+                let rows = match source {
+                    Some(s) => {
+                        let view = View::Mix {
+                            num_real,
+                            num_synthetic,
+                            synthetic: BatchKey::value_source(s),
+                            pick,
+                            filter: None,
+                        };
+                        pool.view(&view)?.examples()?
+                    }
+                    None => first_real(&pool, num_real, pick)?,
+                };
+                ctx.fit(step, rows, &base_dir, (seed, 1), false)?;
             }
             Step::Sample { workflow, chain, generation } => {
-                bar.set_message(format!("{workflow} chain {chain}: sampling from generation {generation}"));
                 drop(pool);
-                sample_step(cfg, &dir, &base_dir, &enc, &tokenizer_path, (&device, dtype), step, &multi)?;
+                let from = if ctx.continues(generation) {
+                    dir.model(workflow, chain, generation - 1).join("merged")
+                } else {
+                    base_dir.clone()
+                };
+                let origin = (workflow.name(), chain, generation);
+                ctx.sample(&dir.model(workflow, chain, generation), &from, origin, &tokenizer_path)?;
+            }
+            Step::SampleSource { source } => {
+                drop(pool);
+                ctx.sample(&dir.source_model(source), &base_dir, (VALUE_SOURCE, source, 1), &tokenizer_path)?;
             }
         }
         bar.inc(1);
@@ -201,7 +356,8 @@ pub fn run(cfg: &RunConfig) -> Result<ResultsTable> {
     Ok(table)
 }
 
-fn to_sft(rows: Vec<thrive_pool::Example>) -> Vec<Example> {
+/// Pool rows as fine-tuning examples (text only; provenance stays in the pool).
+pub fn to_sft(rows: Vec<thrive_pool::Example>) -> Vec<Example> {
     rows.into_iter().map(|e| Example { prompt: e.prompt, response: e.response }).collect()
 }
 
@@ -234,166 +390,243 @@ fn import_real(cfg: &RunConfig, dir: &RunDir, tokenizer: &Path) -> Result<()> {
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn train_step(
-    cfg: &RunConfig,
-    dir: &RunDir,
-    pool: &Pool,
-    base_dir: &Path,
-    enc: &TextEncoder,
-    valid: &[Example],
-    (device, dtype): (&Device, DType),
-    step: Step,
-    multi: &indicatif::MultiProgress,
-) -> Result<()> {
-    let Step::Train { workflow, chain, generation } = step else { unreachable!() };
-    let out = dir.model(workflow, chain, generation);
-    let started = std::time::Instant::now();
-    let rows = pool.view(&View::training(workflow, chain, generation))?.examples()?;
-    let synthetic = rows.iter().filter(|r| r.source() == "synthetic").count();
-    let train_set = to_sft(rows);
-    if train_set.is_empty() {
-        return Err(Error::Invalid(format!("{workflow} chain {chain} generation {generation}: empty training set")));
-    }
-    // The paper fine-tunes every generation from the base model; optionally from the previous one.
-    let from = if cfg.run.continue_from_previous && generation > 1 {
-        dir.model(workflow, chain, generation - 1).join("merged")
-    } else {
-        base_dir.to_path_buf()
-    };
-    let mut model = Gemma2::load(&from, dtype, device)?;
-    let train_cfg = cfg.train_config(chain, generation).map_err(Error::Invalid)?;
-    let resume = std::fs::read_dir(&out)
-        .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("checkpoint-")))
-        .unwrap_or(false);
-    let control = RunControl {
-        resume,
-        stop_after: None,
-        export_merged: cfg.run.continue_from_previous,
-        progress: Some(multi.clone()),
-    };
-    let outcome = train(&mut model, enc, (&train_set, valid), &train_cfg, &out, control)?;
-    let first = outcome.metrics.iter().find_map(|m| m.eval_loss).unwrap_or(f64::NAN);
-    let last = outcome.metrics.iter().rev().find_map(|m| m.eval_loss).unwrap_or(f64::NAN);
-    let train_loss = outcome.metrics.iter().rev().find_map(|m| m.train_loss).unwrap_or(f64::NAN);
-    let done = ModelDone {
-        eval_loss: last,
-        eval_loss_before: first,
-        train_loss,
-        train_examples: train_set.len() - outcome.dropped_train,
-        synthetic_examples: synthetic,
-        steps: outcome.total_steps,
-        seconds: started.elapsed().as_secs_f64(),
-    };
-    write_json(&out.join("done.json"), &done)?;
-    tracing::info!(%workflow, chain, generation, eval_loss = last, "trained");
-    Ok(())
-}
-
-/// The LoRA settings an adapter was trained with (from the run's configuration).
-fn lora_of(cfg: &RunConfig) -> Option<LoraConfig> {
-    match cfg.train_config(0, 1).ok()?.mode {
-        thrive_sft::Mode::Lora(l) => Some(l),
-        thrive_sft::Mode::Full => None,
+/// A step's label for the progress bar.
+fn describe(step: Step) -> String {
+    match step {
+        Step::Train { workflow, chain, generation } => {
+            format!("{workflow} chain {chain}: training generation {generation}")
+        }
+        Step::Sample { workflow, chain, generation } => {
+            format!("{workflow} chain {chain}: sampling from generation {generation}")
+        }
+        Step::TrainSource { source } => format!("value grid: training source {source}"),
+        Step::SampleSource { source } => format!("value grid: sampling source {source}"),
+        Step::Cell { num_real, num_synthetic, source, seed } => {
+            let source = source.map_or("-".into(), |s| s.to_string());
+            format!("value grid: {num_real} real + {num_synthetic} synthetic (source {source}, seed {seed})")
+        }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn sample_step(
-    cfg: &RunConfig,
-    dir: &RunDir,
-    base_dir: &Path,
-    enc: &TextEncoder,
-    tokenizer: &Path,
-    (device, dtype): (&Device, DType),
-    step: Step,
-    multi: &indicatif::MultiProgress,
-) -> Result<()> {
-    let Step::Sample { workflow, chain, generation } = step else { unreachable!() };
-    let model_dir = dir.model(workflow, chain, generation);
-    let (mut model, adapter_path, adapter_sha256) = match lora_of(cfg) {
-        Some(lora) => {
-            let base = if cfg.run.continue_from_previous && generation > 1 {
-                dir.model(workflow, chain, generation - 1).join("merged")
-            } else {
-                base_dir.to_path_buf()
-            };
-            let mut model = Gemma2::load(&base, dtype, device)?;
-            let weights = model_dir.join("adapter/adapter_model.safetensors");
-            model.add_lora(&lora, &mut Seeds::new(0).stream(Stream::Training(0)))?;
-            model.load_lora_weights(&weights)?;
-            let sha = file_sha256(&weights)?;
-            (model, Some(model_dir.join("adapter").display().to_string()), Some(sha))
+/// The first `n` real training rows, or `n` of them at random.
+fn first_real(pool: &Pool, n: usize, pick: Pick) -> Result<Vec<thrive_pool::Example>> {
+    let key = BatchKey::real("train");
+    Ok(match pick {
+        Pick::First => pool.read_batch(&key)?.into_iter().take(n).collect(),
+        // The Mix view's random real rows with no synthetic ones.
+        Pick::Random { .. } => {
+            let view = View::Mix { num_real: n, num_synthetic: 0, synthetic: key, pick, filter: None };
+            pool.view(&view)?.examples()?
         }
-        None => {
-            let weights = model_dir.join("merged/model.safetensors");
-            let sha = file_sha256(&weights)?;
-            (
-                Gemma2::load(&model_dir.join("merged"), dtype, device)?,
-                Some(model_dir.join("merged").display().to_string()),
-                Some(sha),
-            )
-        }
-    };
-    model.merge_lora()?;
-    let mode = match cfg.sampling.mode.as_str() {
-        "prompted" => {
-            let pool = Pool::open(dir.pool())?;
-            Mode::Prompted {
-                prompts: pool.read_batch(&BatchKey::real("train"))?.into_iter().map(|e| e.prompt).collect(),
-            }
-        }
-        _ => Mode::Unconditional {
-            strip_quirk: cfg.sampling.strip_quirk,
-            max_attempts: cfg.sampling.max_attempts.unwrap_or(4 * cfg.sampling.count as u64 + 4096),
-        },
-    };
-    let origin = Origin {
-        workflow,
-        chain,
-        generation,
-        base_model: cfg.model.clone(),
-        adapter_path,
-        adapter_sha256,
-        call_seed: Seeds::new(chain).derive_u64(Stream::Synthesize(generation)),
-    };
-    let settings = cfg.sampler_settings().map_err(Error::Invalid)?;
-    let mut out = synthesize(&model, enc, &mode, cfg.sampling.count, &settings, &origin, Some(multi))?;
-    TokenCounter::from_file(tokenizer)?.annotate(&mut out.rows)?;
-    PoolWriter::open(dir.pool())?.write_batch(&BatchKey::synthetic(workflow, chain, generation), &out.rows)?;
-    tracing::info!(%workflow, chain, generation, rows = out.rows.len(), rejections = ?out.rejections, "sampled");
-    Ok(())
+    })
 }
 
-/// The results of every finished model, as a tidy table (setting `lm`; one run per workflow and
-/// chain, its generations in order up to the first unfinished one).
-pub fn results(cfg: &RunConfig, dir: &RunDir) -> Result<ResultsTable> {
-    let mut table = ResultsTable::new("lm", METRICS.iter().map(|m| m.to_string()).collect());
-    for &chain in &cfg.run.chains {
-        for workflow in cfg.workflows() {
-            let mut metrics = Vec::new();
-            for generation in 1..=cfg.run.generations {
-                let path = dir.model(workflow, chain, generation).join("done.json");
-                if !path.exists() {
-                    break;
+/// What every step of a run shares.
+struct Context<'a> {
+    cfg: &'a RunConfig,
+    dir: &'a RunDir,
+    base_dir: &'a PathBuf,
+    enc: &'a TextEncoder,
+    valid: &'a [Example],
+    device: &'a Device,
+    dtype: DType,
+    multi: &'a indicatif::MultiProgress,
+}
+
+impl Context<'_> {
+    /// Whether generation `generation` starts from the previous generation's model.
+    fn continues(&self, generation: u32) -> bool {
+        self.cfg.generation_loop().continue_from_previous && generation > 1 && self.cfg.value.is_none()
+    }
+
+    /// Fine-tunes the model in `from` on `rows` with seed and generation `(seed, generation)`,
+    /// evaluates it and writes `done.json` into the step's directory. Value-grid cells keep only
+    /// their metrics, not their weights.
+    fn fit(
+        &self,
+        step: Step,
+        rows: Vec<thrive_pool::Example>,
+        from: &Path,
+        (seed, generation): (u64, u32),
+        export_merged: bool,
+    ) -> Result<()> {
+        let out = model_dir(self.dir, step).expect("a model step");
+        let started = std::time::Instant::now();
+        let synthetic = rows.iter().filter(|r| r.source() == "synthetic").count();
+        let train_set = to_sft(rows);
+        if train_set.is_empty() {
+            return Err(Error::Invalid(format!("{}: empty training set", describe(step))));
+        }
+        let mut model = Gemma2::load(from, self.dtype, self.device)?;
+        let train_cfg = self.cfg.train_config(seed, generation).map_err(Error::Invalid)?;
+        let resume = std::fs::read_dir(&out)
+            .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("checkpoint-")))
+            .unwrap_or(false);
+        let cell = matches!(step, Step::Cell { .. });
+        let control = RunControl {
+            resume,
+            stop_after: None,
+            export_merged,
+            skip_export: cell,
+            progress: Some(self.multi.clone()),
+        };
+        let outcome = train(&mut model, self.enc, (&train_set, self.valid), &train_cfg, &out, control)?;
+        let first = outcome.metrics.iter().find_map(|m| m.eval_loss).unwrap_or(f64::NAN);
+        let last = outcome.metrics.iter().rev().find_map(|m| m.eval_loss).unwrap_or(f64::NAN);
+        let train_loss = outcome.metrics.iter().rev().find_map(|m| m.train_loss).unwrap_or(f64::NAN);
+        let done = ModelDone {
+            eval_loss: last,
+            eval_loss_before: first,
+            train_loss,
+            train_examples: train_set.len() - outcome.dropped_train,
+            synthetic_examples: synthetic,
+            steps: outcome.total_steps,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        write_json(&out.join("done.json"), &done)?;
+        if cell {
+            // A finished cell needs no checkpoint to resume from.
+            for entry in std::fs::read_dir(&out).map_err(io(&out))?.flatten() {
+                if entry.file_name().to_string_lossy().starts_with("checkpoint-") {
+                    std::fs::remove_dir_all(entry.path()).map_err(io(&entry.path()))?;
                 }
-                let d = read_done(&path)?;
-                metrics.extend([
-                    d.eval_loss,
-                    d.eval_loss_before,
-                    d.train_loss,
-                    d.train_examples as f64,
-                    d.synthetic_examples as f64 / d.train_examples.max(1) as f64,
-                ]);
             }
-            if metrics.is_empty() {
+        }
+        tracing::info!(step = %describe(step), eval_loss = last, "trained");
+        Ok(())
+    }
+
+    /// The value grid's empty cell: the base model's validation loss.
+    fn evaluate_base(&self, step: Step) -> Result<()> {
+        let out = model_dir(self.dir, step).expect("a model step");
+        std::fs::create_dir_all(&out).map_err(io(&out))?;
+        let started = std::time::Instant::now();
+        let model = Gemma2::load(self.base_dir, self.dtype, self.device)?;
+        let train_cfg = self.cfg.train_config(0, 1).map_err(Error::Invalid)?;
+        let (valid, _) = self.enc.encode_all(self.valid, train_cfg.max_len, train_cfg.response_only)?;
+        let loss = evaluate(&model, self.enc, &valid, train_cfg.micro_batch)?;
+        let done = ModelDone {
+            eval_loss: loss,
+            eval_loss_before: loss,
+            train_loss: f64::NAN,
+            train_examples: 0,
+            synthetic_examples: 0,
+            steps: 0,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        write_json(&out.join("done.json"), &done)
+    }
+
+    /// Samples `sampling.count` rows from the model trained in `model_dir` (on top of `base`)
+    /// into the pool batch of `(chain name, chain, generation)`.
+    fn sample(
+        &self,
+        model_dir: &Path,
+        base: &Path,
+        (name, chain, generation): (&str, u64, u32),
+        tokenizer: &Path,
+    ) -> Result<()> {
+        let cfg = self.cfg;
+        let lora = match cfg.train_config(0, 1).map_err(Error::Invalid)?.mode {
+            thrive_sft::Mode::Lora(l) => Some(l),
+            thrive_sft::Mode::Full => None,
+        };
+        let (mut model, weights_dir, weights) = match lora {
+            Some(lora) => {
+                let mut model = Gemma2::load(base, self.dtype, self.device)?;
+                let weights = model_dir.join("adapter/adapter_model.safetensors");
+                model.add_lora(&lora, &mut Seeds::new(0).stream(Stream::Training(0)))?;
+                model.load_lora_weights(&weights)?;
+                (model, model_dir.join("adapter"), weights)
+            }
+            None => {
+                let merged = model_dir.join("merged");
+                (Gemma2::load(&merged, self.dtype, self.device)?, merged.clone(), merged.join("model.safetensors"))
+            }
+        };
+        model.merge_lora()?;
+        let mode = match cfg.sampling.mode.as_str() {
+            "prompted" => {
+                let pool = Pool::open(self.dir.pool())?;
+                Mode::Prompted {
+                    prompts: pool.read_batch(&BatchKey::real("train"))?.into_iter().map(|e| e.prompt).collect(),
+                }
+            }
+            _ => Mode::Unconditional {
+                strip_quirk: cfg.sampling.strip_quirk,
+                max_attempts: cfg.sampling.max_attempts.unwrap_or(4 * cfg.sampling.count as u64 + 4096),
+            },
+        };
+        let origin = Origin {
+            workflow: name.into(),
+            chain,
+            generation,
+            base_model: cfg.model.clone(),
+            adapter_path: Some(weights_dir.display().to_string()),
+            adapter_sha256: Some(file_sha256(&weights)?),
+            call_seed: Seeds::new(chain).derive_u64(Stream::Synthesize(generation)),
+        };
+        let settings = cfg.sampler_settings().map_err(Error::Invalid)?;
+        let mut out = synthesize(&model, self.enc, &mode, cfg.sampling.count, &settings, &origin, Some(self.multi))?;
+        TokenCounter::from_file(tokenizer)?.annotate(&mut out.rows)?;
+        let key = BatchKey::Synthetic { workflow: name.into(), chain, generation };
+        PoolWriter::open(self.dir.pool())?.write_batch(&key, &out.rows)?;
+        tracing::info!(chain = name, chain, generation, rows = out.rows.len(), rejections = ?out.rejections, "sampled");
+        Ok(())
+    }
+}
+
+/// The results of every finished model, as a tidy table: for the generation loop setting `lm`,
+/// one run per workflow and chain with its generations in order up to the first unfinished one;
+/// for the value grid setting `lm-value`, one row per finished cell (no workflow; `source` is -1
+/// for cells without synthetic rows).
+pub fn results(cfg: &RunConfig, dir: &RunDir) -> Result<ResultsTable> {
+    let metrics_of = |d: ModelDone| {
+        [
+            d.eval_loss,
+            d.eval_loss_before,
+            d.train_loss,
+            d.train_examples as f64,
+            d.synthetic_examples as f64 / d.train_examples.max(1) as f64,
+        ]
+    };
+    let mode = if cfg.sft.full { "full" } else { "lora" };
+    if cfg.value.is_some() {
+        let mut table = ResultsTable::new("lm-value", METRICS.iter().map(|m| m.to_string()).collect());
+        for step in plan(cfg) {
+            let Step::Cell { num_real, num_synthetic, source, seed } = step else { continue };
+            let path = dir.cell(num_real, num_synthetic, source, seed).join("done.json");
+            if !path.exists() {
                 continue;
             }
             let params = Params::new()
                 .with("model", cfg.model.as_str())
-                .with("n", cfg.sampling.count as i64)
-                .with("mode", if cfg.sft.full { "full" } else { "lora" });
-            table.push(RunRecord { params, workflow, seed: chain, metrics })?;
+                .with("mode", mode)
+                .with("num_real", num_real)
+                .with("num_synthetic", num_synthetic)
+                .with("source", source.map_or(-1, |s| s as i64));
+            table.push(RunRecord { params, workflow: None, seed, metrics: metrics_of(read_done(&path)?).to_vec() })?;
+        }
+        return Ok(table);
+    }
+    let run = cfg.generation_loop();
+    let mut table = ResultsTable::new("lm", METRICS.iter().map(|m| m.to_string()).collect());
+    for &chain in &run.chains {
+        for workflow in cfg.workflows() {
+            let mut metrics = Vec::new();
+            for generation in 1..=run.generations {
+                let path = dir.model(workflow, chain, generation).join("done.json");
+                if !path.exists() {
+                    break;
+                }
+                metrics.extend(metrics_of(read_done(&path)?));
+            }
+            if metrics.is_empty() {
+                continue;
+            }
+            let params =
+                Params::new().with("model", cfg.model.as_str()).with("n", cfg.sampling.count as i64).with("mode", mode);
+            table.push(RunRecord { params, workflow: Some(workflow), seed: chain, metrics })?;
         }
     }
     Ok(table)

@@ -33,7 +33,7 @@ pub use error::{Error, Result};
 pub use id::example_id;
 pub use import::{import_file, ColumnMapping, HubSource, TokenCounter};
 pub use inspect::{BatchSummary, ExportFormat, Summary, TokenSummary};
-pub use manifest::{BatchKey, FileEntry, PoolManifest, Source};
+pub use manifest::{BatchKey, FileEntry, PoolManifest, Source, VALUE_SOURCE};
 pub use schema::{
     batch_to_examples, examples_to_batch, pool_schema, Example, Origin, Provenance, COLUMNS, SCHEMA_VERSION,
 };

@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use thrive_core::Workflow;
 
+/// The chain name of the value-of-synthetic grid's synthetic sources (in place of a workflow).
+pub const VALUE_SOURCE: &str = "value-source";
+
 /// Real or synthetic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -28,6 +31,12 @@ impl BatchKey {
     /// The synthetic batch of a chain.
     pub fn synthetic(workflow: Workflow, chain: u64, generation: u32) -> Self {
         BatchKey::Synthetic { workflow: workflow.name().into(), chain, generation }
+    }
+
+    /// The synthetic rows of source `source` of the value-of-synthetic grid (protocol §5: sampled
+    /// by a model fine-tuned once on the real training split).
+    pub fn value_source(source: u64) -> Self {
+        BatchKey::Synthetic { workflow: VALUE_SOURCE.into(), chain: source, generation: 1 }
     }
 
     /// A real split.

@@ -1,7 +1,7 @@
 //! Opening, verifying and writing a pool directory.
 
 use crate::id::file_sha256;
-use crate::manifest::{BatchKey, FileEntry, PoolManifest};
+use crate::manifest::{BatchKey, FileEntry, PoolManifest, VALUE_SOURCE};
 use crate::schema::{batch_to_examples, check_schema, examples_to_batch, Columns, Example, Origin, VERSION_KEY};
 use crate::view::{View, ViewReader};
 use crate::{Error, Result, SCHEMA_VERSION};
@@ -198,6 +198,9 @@ impl Pool {
                         .and_then(|b| batch_to_examples(&b).into_iter().next())
                         .ok_or_else(|| Error::bad_file(&path, "row vanished while reading"))?;
                     let model_trained_on = match &example.origin {
+                        Origin::Synthetic { workflow, .. } if workflow == VALUE_SOURCE => {
+                            vec![BatchKey::real("train")]
+                        }
                         Origin::Synthetic { workflow, chain, generation, .. } => match workflow.parse::<Workflow>() {
                             Ok(w) if *generation >= 1 => Pool::training_batches(w, *chain, *generation),
                             _ => Vec::new(),

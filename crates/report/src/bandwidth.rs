@@ -78,10 +78,11 @@ pub fn bandwidth_figures(table: &ResultsTable, out_dir: &Path, generations: &[u3
     let mut facets: BTreeMap<String, Facet> = BTreeMap::new();
     let mut has_schedule = false;
     for (i, run) in table.runs.iter().enumerate() {
+        let Some(workflow) = run.workflow else { continue };
         let facet: Vec<(String, ParamValue)> =
             run.params.0.iter().filter(|(k, _)| k != "bandwidth" && k != "h1").cloned().collect();
         let key = facet.iter().map(|(k, v)| format!("{k}={}", sort_key(v))).collect::<Vec<_>>().join(";");
-        facets.entry(key).or_insert_with(|| (facet, BTreeMap::new())).1.entry(run.workflow).or_default().push(i);
+        facets.entry(key).or_insert_with(|| (facet, BTreeMap::new())).1.entry(workflow).or_default().push(i);
         has_schedule |= matches!(run.params.get("bandwidth").map(kind), Some(Kind::Schedule));
     }
     let stride = table.metric_names.len();

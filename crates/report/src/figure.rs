@@ -197,6 +197,8 @@ fn build_figures(table: &ResultsTable, opts: &FigureOptions) -> Result<Vec<Figur
     type Curves = BTreeMap<Workflow, BTreeMap<String, (ParamValue, Vec<usize>)>>;
     let mut facets: Vec<(Vec<(String, ParamValue)>, Curves)> = Vec::new();
     for (i, run) in table.runs.iter().enumerate() {
+        // Runs outside the generation loop have no trajectory.
+        let Some(workflow) = run.workflow else { continue };
         let facet: Vec<(String, ParamValue)> =
             run.params.0.iter().filter(|(k, _)| k != &opts.hue && !opts.ignore.contains(k)).cloned().collect();
         let hue = run.params.get(&opts.hue).cloned().expect("checked above");
@@ -207,7 +209,7 @@ fn build_figures(table: &ResultsTable, opts: &FigureOptions) -> Result<Vec<Figur
                 facets.len() - 1
             }
         };
-        let entry = facets[pos].1.entry(run.workflow).or_default();
+        let entry = facets[pos].1.entry(workflow).or_default();
         let key = sort_key(&hue);
         entry.entry(key).or_insert_with(|| (hue, Vec::new())).1.push(i);
     }

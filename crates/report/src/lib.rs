@@ -8,15 +8,21 @@
 //! default). One figure is drawn per metric and per combination of the other
 //! parameters (one per `d` for the Gaussian setting).
 //!
+//! A grid figure (heatmap, lines and table) shows the mean of a metric over
+//! two parameters, e.g. the value-of-synthetic grid's `num_real` ×
+//! `num_synthetic`.
+//!
 //! It must not run experiments or know what a metric means.
 
 pub mod bandwidth;
 mod figure;
+mod grid;
 mod stats;
 mod summary;
 
 pub use figure::{trajectory_figures, FigureOptions};
-pub use stats::{bootstrap_mean_ci, Band};
+pub use grid::{grid, Grid};
+pub use stats::{bootstrap_mean_ci, r_squared, Band};
 pub use summary::{summary_json, summary_rows, summary_text, SummaryRow};
 
 use std::path::PathBuf;

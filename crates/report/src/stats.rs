@@ -34,6 +34,23 @@ pub fn bootstrap_mean_ci(values: &[f64], resamples: usize, seed: u64, cell: u32)
     Some(Band { mean, lo: at(0.025), hi: at(0.975), count: k })
 }
 
+/// R² of the ordinary least-squares line through `(x, y)` points; `None` with fewer than two
+/// distinct x values or no variance in y.
+pub fn r_squared(points: &[(f64, f64)]) -> Option<f64> {
+    let n = points.len() as f64;
+    if points.len() < 2 {
+        return None;
+    }
+    let (mx, my) = (points.iter().map(|p| p.0).sum::<f64>() / n, points.iter().map(|p| p.1).sum::<f64>() / n);
+    let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    let syy: f64 = points.iter().map(|p| (p.1 - my).powi(2)).sum();
+    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    if sxx <= 0.0 || syy <= 0.0 {
+        return None;
+    }
+    Some(sxy * sxy / (sxx * syy))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,5 +75,15 @@ mod tests {
         assert_eq!(b.count, 2);
         assert_eq!(b.mean, 2.0);
         assert!(bootstrap_mean_ci(&[f64::NAN], 100, 0, 0).is_none());
+    }
+
+    #[test]
+    fn r_squared_of_known_points() {
+        // y = 2x + 1 exactly, then a textbook set: x = 1..5, y = 2,4,5,4,5 has r = 0.7746, R² = 0.6.
+        let line: Vec<(f64, f64)> = (0..5).map(|x| (x as f64, 2.0 * x as f64 + 1.0)).collect();
+        assert!((r_squared(&line).unwrap() - 1.0).abs() < 1e-12);
+        let pts = [(1.0, 2.0), (2.0, 4.0), (3.0, 5.0), (4.0, 4.0), (5.0, 5.0)];
+        assert!((r_squared(&pts).unwrap() - 0.6).abs() < 1e-12);
+        assert_eq!(r_squared(&[(1.0, 2.0), (1.0, 3.0)]), None);
     }
 }

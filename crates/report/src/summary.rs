@@ -10,7 +10,7 @@ use thrive_core::{ResultsTable, Workflow};
 pub struct SummaryRow {
     /// Parameters of the group (every run parameter), as text.
     pub params: Vec<(String, String)>,
-    pub workflow: Workflow,
+    pub workflow: Option<Workflow>,
     pub seeds: usize,
     pub metric: String,
     /// (generation, mean over seeds, standard error) at each chosen generation that exists.
@@ -20,7 +20,7 @@ pub struct SummaryRow {
 /// Means over seeds of every metric at `generations` (0 stands for the last generation).
 pub fn summary_rows(table: &ResultsTable, generations: &[u32], metrics: &[String]) -> Vec<SummaryRow> {
     // (parameters as text, workflow, run indices)
-    type Group = (Vec<(String, String)>, Workflow, Vec<usize>);
+    type Group = (Vec<(String, String)>, Option<Workflow>, Vec<usize>);
     let mut groups: Vec<Group> = Vec::new();
     for (i, run) in table.runs.iter().enumerate() {
         let params: Vec<(String, String)> = run.params.0.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
@@ -101,7 +101,7 @@ pub fn summary_text(rows: &[SummaryRow]) -> String {
         let mut lines: Vec<Vec<String>> = vec![header];
         for r in &block {
             let mut line: Vec<String> = r.params.iter().map(|(_, v)| v.clone()).collect();
-            line.push(r.workflow.name().into());
+            line.push(r.workflow.map_or("-", Workflow::name).into());
             line.push(r.seeds.to_string());
             for g in &gens {
                 line.push(
@@ -130,7 +130,7 @@ pub fn summary_json(rows: &[SummaryRow]) -> serde_json::Value {
             .map(|r| {
                 json!({
                     "params": r.params.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<String, serde_json::Value>>(),
-                    "workflow": r.workflow.name(),
+                    "workflow": r.workflow.map(Workflow::name),
                     "seeds": r.seeds,
                     "metric": r.metric,
                     "at": r.at.iter().map(|(g, m, se)| json!({"generation": g, "mean": m, "sem": se})).collect::<Vec<_>>(),

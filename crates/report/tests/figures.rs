@@ -16,7 +16,7 @@ fn table() -> ResultsTable {
                         .collect();
                     t.push(RunRecord {
                         params: Params::new().with("d", d).with("n", n).with("sigma2", 1.0),
-                        workflow: w,
+                        workflow: Some(w),
                         seed,
                         metrics,
                     })
@@ -76,7 +76,10 @@ fn summary_means_match_hand_computation() {
     let r = rows
         .iter()
         .find(|r| {
-            r.metric == "growth" && r.workflow == Workflow::Replace && r.params[0].1 == "3" && r.params[1].1 == "10"
+            r.metric == "growth"
+                && r.workflow == Some(Workflow::Replace)
+                && r.params[0].1 == "3"
+                && r.params[1].1 == "10"
         })
         .unwrap();
     // growth at g = 10, d = 3, n = 10: 3 * mean(1.0..1.4) = 3.6.
@@ -103,7 +106,7 @@ fn kde_table() -> ResultsTable {
                     .collect();
                 let params =
                     Params::new().with("dataset", "moons").with("bandwidth", name).with("h1", h1).with("n", 100usize);
-                t.push(RunRecord { params, workflow: w, seed, metrics }).unwrap();
+                t.push(RunRecord { params, workflow: Some(w), seed, metrics }).unwrap();
             }
         }
     }
@@ -126,7 +129,7 @@ fn bandwidth_figures_cover_fixed_rules_and_schedules() {
     single
         .push(RunRecord {
             params: Params::new().with("bandwidth", "0.1").with("n", 10usize),
-            workflow: Workflow::Replace,
+            workflow: Some(Workflow::Replace),
             seed: 0,
             metrics: vec![1.0, 0.1],
         })

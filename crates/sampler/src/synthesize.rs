@@ -7,7 +7,6 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::Path;
 use thrive_core::text_format::{parse_generation, training_text};
-use thrive_core::Workflow;
 use thrive_pool::{Example, Provenance};
 use thrive_sft::{Gemma2, TextEncoder};
 use tokenizers::Tokenizer;
@@ -25,7 +24,9 @@ pub enum Mode {
 /// Which model samples, for the provenance columns, and where its rows go in the pool.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Origin {
-    pub workflow: Workflow,
+    /// The chain's kind: a workflow's name, or [`thrive_pool::VALUE_SOURCE`] for a source of the
+    /// value-of-synthetic grid.
+    pub workflow: String,
     pub chain: u64,
     /// The generation whose model samples (its rows are `synthetic/<workflow>/chain-c/gen-t`).
     pub generation: u32,
@@ -142,7 +143,7 @@ pub fn synthesize(
             let parsed = parsed.and_then(|(p, r)| if r.is_empty() { Err("empty_response") } else { Ok((p, r)) });
             match parsed {
                 Ok((prompt, response)) => {
-                    let w = origin.workflow.name();
+                    let w = origin.workflow.as_str();
                     out.rows.push(Example::synthetic(
                         w,
                         origin.chain,

@@ -71,7 +71,7 @@ fn greedy_equals_transformers_batched_and_unbatched() {
 
 fn origin(call_seed: u64) -> Origin {
     Origin {
-        workflow: Workflow::Accumulate,
+        workflow: Workflow::Accumulate.name().into(),
         chain: 3,
         generation: 2,
         base_model: "tiny-trained".into(),

@@ -22,6 +22,7 @@ mod lora;
 mod loss;
 mod model;
 mod optim;
+mod settings;
 mod train;
 
 pub use config::Gemma2Config;
@@ -34,4 +35,5 @@ pub use lora::{LoraConfig, LoraLinear, LORA_TARGETS};
 pub use loss::{next_token_loss, Batch};
 pub use model::{Gemma2, KvCache};
 pub use optim::{clip_grad_norm, grads_of, AdamW, AdamWParams};
+pub use settings::{SettingError, SftSettings};
 pub use train::{evaluate, train, write_metrics, Mode, RunControl, Schedule, StepMetrics, TrainConfig, TrainOutcome};

@@ -38,6 +38,9 @@ pub struct TrainConfig {
     pub weight_decay: f64,
     /// Fraction of the steps spent warming up linearly from 0.
     pub warmup_ratio: f64,
+    /// A fixed number of warm-up steps instead of the ratio (protocol §5 uses 16).
+    #[serde(default)]
+    pub warmup_steps: Option<usize>,
     pub schedule: Schedule,
     /// Sequences per optimiser step (the paper: 128).
     pub sequences_per_step: usize,
@@ -67,6 +70,7 @@ impl TrainConfig {
             lr: 8e-6,
             weight_decay: 0.0,
             warmup_ratio: 0.05,
+            warmup_steps: None,
             schedule: Schedule::Constant,
             sequences_per_step: 128,
             micro_batch: 8,
@@ -88,7 +92,7 @@ impl TrainConfig {
 
     /// The learning rate of update `step` (0-based), as transformers' schedulers.
     pub fn lr_at(&self, step: usize, total: usize) -> f64 {
-        let warmup = (self.warmup_ratio * total as f64).ceil() as usize;
+        let warmup = self.warmup_steps.unwrap_or((self.warmup_ratio * total as f64).ceil() as usize);
         if step < warmup {
             return self.lr * step as f64 / warmup.max(1) as f64;
         }
@@ -268,6 +272,9 @@ pub struct RunControl {
     pub stop_after: Option<usize>,
     /// Also write merged weights (`merged/`) at the end; the adapter is always written.
     pub export_merged: bool,
+    /// Write no weights at the end, only the metrics (the value-of-synthetic grid needs only the
+    /// loss of each of its many models).
+    pub skip_export: bool,
     /// Draw the progress bar under this one (a multi-generation run's own bar).
     pub progress: Option<indicatif::MultiProgress>,
 }
@@ -282,7 +289,7 @@ pub fn train(
     out: &Path,
     control: RunControl,
 ) -> Result<TrainOutcome> {
-    let RunControl { resume, stop_after, export_merged, progress } = control;
+    let RunControl { resume, stop_after, export_merged, skip_export, progress } = control;
     if cfg.sequences_per_step == 0 || cfg.micro_batch == 0 || cfg.epochs == 0 {
         return Err(Error::Invalid("sequences per step, micro-batch and epochs must be positive".into()));
     }
@@ -422,7 +429,7 @@ pub fn train(
     }
     bar.finish_and_clear();
     write_metrics(&metrics, &out.join("metrics.parquet"))?;
-    if step == total_steps {
+    if step == total_steps && !skip_export {
         crate::export::export(model, enc, cfg, out, export_merged)?;
     }
     Ok(TrainOutcome { metrics, total_steps, dropped_train, dropped_valid })

@@ -7,7 +7,7 @@ use thrive_report::{summary_json, summary_rows, summary_text, trajectory_figures
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// A results file written by `thrive gaussian` or `thrive kde`.
+    /// A results file written by `thrive gaussian`, `thrive kde` or `thrive run` (or a run directory).
     results: PathBuf,
     /// Folder for the figures (default: `<results stem>-figures` beside the results).
     #[arg(long)]
@@ -69,6 +69,9 @@ pub fn run(mut args: Args) -> Result<()> {
 
 fn draw_and_summarise(table: &ResultsTable, args: &Args) -> Result<()> {
     let out_dir = args.out_dir.clone().unwrap_or_else(|| default_out_dir(&args.results));
+    if table.setting == "lm-value" {
+        return value_grid(table, args, &out_dir);
+    }
     if !args.no_figures {
         let mut opts = FigureOptions::new(&out_dir);
         opts.metrics = args.metric.clone();
@@ -96,6 +99,42 @@ fn draw_and_summarise(table: &ResultsTable, args: &Args) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&summary_json(&rows))?);
     } else {
         print!("{}", summary_text(&rows));
+    }
+    Ok(())
+}
+
+/// The value-of-synthetic grid: a heatmap and lines of each chosen metric (default: the
+/// validation loss) over num_real × num_synthetic, and its table.
+fn value_grid(table: &ResultsTable, args: &Args, out_dir: &std::path::Path) -> Result<()> {
+    let metrics = if args.metric.is_empty() { vec!["eval_loss".to_string()] } else { args.metric.clone() };
+    let mut grids = Vec::new();
+    for metric in &metrics {
+        let grid = thrive_report::grid(table, "num_real", "num_synthetic", metric)?;
+        if !args.no_figures {
+            let files = grid.figures(out_dir, &format!("value-{metric}"))?;
+            tracing::info!("wrote {} figure files to {}", files.len(), out_dir.display());
+        }
+        grids.push(grid);
+    }
+    if args.json {
+        let json: Vec<serde_json::Value> = grids
+            .iter()
+            .map(|g| {
+                serde_json::json!({
+                    "metric": g.metric,
+                    "num_real": g.rows.iter().map(|v| v.to_string()).collect::<Vec<_>>(),
+                    "num_synthetic": g.cols.iter().map(|v| v.to_string()).collect::<Vec<_>>(),
+                    "mean": g.mean,
+                    "runs": g.count,
+                    "r_squared_num_real": g.r_squared_rows,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else {
+        for g in &grids {
+            println!("{}", g.text());
+        }
     }
     Ok(())
 }

@@ -29,7 +29,11 @@ fn execute(cfg: &RunConfig) -> Result<()> {
     let table = thrive_orchestrator::run(cfg)?;
     let results = cfg.out.join("results.parquet");
     let config = serde_json::to_value(cfg)?;
-    let seeds = cfg.run.chains.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+    let seeds = match &cfg.value {
+        Some(v) => &v.seeds,
+        None => &cfg.generation_loop().chains,
+    };
+    let seeds = seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
     super::common::write_results(&table, &results, config, &seeds, &watch)?;
     super::report::report_table(&table, &results).with_context(|| format!("reporting {}", results.display()))?;
     println!("pool:    {}  (thrive pool inspect {0})", cfg.out.join("pool").display());
@@ -47,9 +51,10 @@ pub fn status(a: StatusArgs) -> Result<()> {
             .steps
             .iter()
             .map(|(step, done, record)| {
-                let (kind, w, c, g) = parts(step);
-                serde_json::json!({"step": kind, "workflow": w, "chain": c, "generation": g, "done": done,
-                                   "model": record})
+                let mut v = step_json(step);
+                v["done"] = serde_json::json!(done);
+                v["model"] = serde_json::json!(record);
+                v
             })
             .collect();
         println!(
@@ -59,54 +64,106 @@ pub fn status(a: StatusArgs) -> Result<()> {
         return Ok(());
     }
     println!("{}: {done} of {} steps done", a.dir.display(), s.steps.len());
+    let value = s.config.value.is_some();
+    let header =
+        if value { ["step", "source", "seed", "real", "synthetic"] } else { ["step", "workflow", "chain", "gen", ""] };
     println!(
-        "{:<8} {:<21} {:>5} {:>4}  {:<8} {:>10} {:>10}",
-        "step", "workflow", "chain", "gen", "state", "eval loss", "train rows"
+        "{:<13} {:<21} {:>5} {:>6} {:>9}  {:<8} {:>10} {:>10}",
+        header[0], header[1], header[2], header[3], header[4], "state", "eval loss", "train rows"
     );
     for (step, done, record) in &s.steps {
-        let (kind, w, c, g) = parts(step);
+        let cols = columns(step);
         let state = if *done { "done" } else { "pending" };
         let (loss, rows) = record
             .as_ref()
             .map_or(("-".into(), "-".into()), |r| (format!("{:.4}", r.eval_loss), r.train_examples.to_string()));
-        println!("{kind:<8} {w:<21} {c:>5} {g:>4}  {state:<8} {loss:>10} {rows:>10}");
+        println!(
+            "{:<13} {:<21} {:>5} {:>6} {:>9}  {state:<8} {loss:>10} {rows:>10}",
+            cols[0], cols[1], cols[2], cols[3], cols[4]
+        );
     }
     Ok(())
 }
 
-fn parts(step: &Step) -> (&'static str, &'static str, u64, u32) {
+/// The table columns of a step: kind, then (workflow, chain, generation) or (source, seed, real,
+/// synthetic).
+fn columns(step: &Step) -> [String; 5] {
+    let opt = |s: Option<u64>| s.map_or("-".to_string(), |s| s.to_string());
     match *step {
-        Step::Train { workflow, chain, generation } => ("train", workflow.name(), chain, generation),
-        Step::Sample { workflow, chain, generation } => ("sample", workflow.name(), chain, generation),
+        Step::Train { workflow, chain, generation } => {
+            ["train".into(), workflow.name().into(), chain.to_string(), generation.to_string(), String::new()]
+        }
+        Step::Sample { workflow, chain, generation } => {
+            ["sample".into(), workflow.name().into(), chain.to_string(), generation.to_string(), String::new()]
+        }
+        Step::TrainSource { source } => {
+            ["train-source".into(), source.to_string(), "-".into(), "all".into(), "0".into()]
+        }
+        Step::SampleSource { source } => {
+            ["sample-source".into(), source.to_string(), "-".into(), "-".into(), "-".into()]
+        }
+        Step::Cell { num_real, num_synthetic, source, seed } => {
+            ["cell".into(), opt(source), seed.to_string(), num_real.to_string(), num_synthetic.to_string()]
+        }
+    }
+}
+
+fn step_json(step: &Step) -> serde_json::Value {
+    use serde_json::json;
+    match *step {
+        Step::Train { workflow, chain, generation } => {
+            json!({"step": "train", "workflow": workflow.name(), "chain": chain, "generation": generation})
+        }
+        Step::Sample { workflow, chain, generation } => {
+            json!({"step": "sample", "workflow": workflow.name(), "chain": chain, "generation": generation})
+        }
+        Step::TrainSource { source } => json!({"step": "train-source", "source": source}),
+        Step::SampleSource { source } => json!({"step": "sample-source", "source": source}),
+        Step::Cell { num_real, num_synthetic, source, seed } => {
+            json!({"step": "cell", "num_real": num_real, "num_synthetic": num_synthetic, "source": source, "seed": seed})
+        }
     }
 }
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
     /// Where the demo run goes.
-    #[arg(long, default_value = "checkpoints/demo")]
-    out: PathBuf,
+    #[arg(long)]
+    out: Option<PathBuf>,
     /// Generations per workflow.
     #[arg(long, default_value_t = 4)]
     generations: u32,
+    /// Run the value-of-synthetic grid (num_real × num_synthetic → validation loss) instead of
+    /// the generations [default out: checkpoints/demo-value].
+    #[arg(long)]
+    value: bool,
 }
 
 /// The demo's run file; `{out}`, `{model}`, `{data}` and `{generations}` are filled in.
 const DEMO_TOML: &str = include_str!("demo.toml");
 
+/// The value-of-synthetic demo's run file (the same placeholders but `{generations}`).
+const DEMO_VALUE_TOML: &str = include_str!("demo-value.toml");
+
 pub fn demo(a: DemoArgs) -> Result<()> {
-    let assets = super::demo_assets::unpack(&a.out.join("assets"))?;
-    let text = DEMO_TOML
-        .replace("{out}", &toml_path(&a.out))
+    let out =
+        a.out.unwrap_or_else(|| PathBuf::from(if a.value { "checkpoints/demo-value" } else { "checkpoints/demo" }));
+    let assets = super::demo_assets::unpack(&out.join("assets"))?;
+    let text = if a.value { DEMO_VALUE_TOML } else { DEMO_TOML }
+        .replace("{out}", &toml_path(&out))
         .replace("{model}", &toml_path(&assets.join("model")))
         .replace("{data}", &toml_path(&assets.join("helpsteer2")))
         .replace("{generations}", &a.generations.to_string());
     let cfg = RunConfig::from_toml(&text, Path::new("<demo>"))?;
-    tracing::info!(
-        "demo: 3 workflows × {} generations of a tiny Gemma 2 on CPU; output in {}",
-        a.generations,
-        a.out.display()
-    );
+    if a.value {
+        tracing::info!("demo: the value-of-synthetic grid of a tiny Gemma 2 on CPU; output in {}", out.display());
+    } else {
+        tracing::info!(
+            "demo: 3 workflows × {} generations of a tiny Gemma 2 on CPU; output in {}",
+            a.generations,
+            out.display()
+        );
+    }
     execute(&cfg)
 }
 

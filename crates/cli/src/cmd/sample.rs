@@ -101,7 +101,7 @@ pub fn run(a: Args) -> Result<()> {
     };
     let call_seed = a.seed.unwrap_or_else(|| Seeds::new(a.chain).derive_u64(Stream::Synthesize(a.generation)));
     let origin = Origin {
-        workflow: a.workflow,
+        workflow: a.workflow.name().into(),
         chain: a.chain,
         generation: a.generation,
         base_model: a.model.clone(),

@@ -4,10 +4,11 @@ use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 use thrive_core::manifest::{Manifest, Stopwatch};
 use thrive_core::Workflow;
+use thrive_orchestrator::to_sft;
 use thrive_pool::{BatchKey, Pick, Pool, View};
 use thrive_sft::{
-    device_for, read_jsonl, resolve_model_dir, train, Example, Gemma2, LoraConfig, Mode, RunControl, Schedule,
-    TextEncoder, TrainConfig, LORA_TARGETS,
+    device_for, read_jsonl, resolve_model_dir, train, Example, Gemma2, RunControl, SftSettings, TextEncoder,
+    TrainConfig, LORA_TARGETS,
 };
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -100,6 +101,9 @@ pub struct Args {
     /// Fraction of steps of linear warm-up.
     #[arg(long, default_value_t = 0.05)]
     warmup_ratio: f64,
+    /// A fixed number of warm-up steps instead of --warmup-ratio (protocol §5: 16).
+    #[arg(long)]
+    warmup_steps: Option<usize>,
     /// After warm-up: constant (the paper) or cosine.
     #[arg(long, default_value = "constant", value_parser = ["constant", "cosine"])]
     schedule: String,
@@ -148,7 +152,13 @@ pub fn run(a: Args) -> Result<()> {
     tracing::info!("{} training and {} validation examples from {data_desc}", train_set.len(), valid_set.len());
     let mut model = Gemma2::load(&model_dir, dtype, &device)?;
 
-    let control = RunControl { resume: a.resume, stop_after: a.stop_after, export_merged: a.merged, progress: None };
+    let control = RunControl {
+        resume: a.resume,
+        stop_after: a.stop_after,
+        export_merged: a.merged,
+        skip_export: false,
+        progress: None,
+    };
     let outcome = train(&mut model, &enc, (&train_set, &valid_set), &cfg, &a.out, control)?;
     let done = outcome.metrics.last().map_or(0, |m| m.step);
     let first = outcome.metrics.iter().find_map(|m| m.eval_loss);
@@ -188,55 +198,23 @@ pub fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
+/// The flags as settings, checked once by thrive-sft; a bad value names its flag.
 fn train_config(a: &Args) -> Result<TrainConfig> {
-    let mode = if a.full {
-        Mode::Full
-    } else {
-        let targets = match &a.lora_targets {
+    let settings = SftSettings {
+        full: a.full,
+        lr: a.lr,
+        lora_rank: a.lora_rank,
+        lora_alpha: a.lora_alpha,
+        lora_dropout: a.lora_dropout,
+        lora_targets: match &a.lora_targets {
             None => LORA_TARGETS.map(String::from).to_vec(),
             Some(list) => list.split(',').map(|t| t.trim().to_string()).collect(),
-        };
-        if let Some(bad) = targets.iter().find(|t| !LORA_TARGETS.contains(&t.as_str())) {
-            bail!("--lora-targets: unknown module `{bad}` (expected some of {})", LORA_TARGETS.join(","));
-        }
-        if a.lora_rank == 0 {
-            bail!("--lora-rank: must be positive");
-        }
-        if !(0.0..1.0).contains(&a.lora_dropout) {
-            bail!("--lora-dropout: must be in [0, 1)");
-        }
-        Mode::Lora(LoraConfig {
-            rank: a.lora_rank,
-            alpha: a.lora_alpha,
-            dropout: a.lora_dropout,
-            targets,
-            rslora: a.rslora,
-        })
-    };
-    let base = if a.full { TrainConfig::paper_full() } else { TrainConfig::default_lora() };
-    let lr = a.lr.unwrap_or(base.lr);
-    if !(lr > 0.0 && lr.is_finite()) {
-        bail!("--lr: must be a positive number");
-    }
-    if !(0.0..1.0).contains(&a.warmup_ratio) {
-        bail!("--warmup-ratio: must be in [0, 1)");
-    }
-    for (flag, v) in
-        [("--sequences-per-step", a.sequences_per_step), ("--micro-batch", a.micro_batch), ("--epochs", a.epochs)]
-    {
-        if v == 0 {
-            bail!("{flag}: must be positive");
-        }
-    }
-    if a.max_len < 2 {
-        bail!("--max-len: must be at least 2");
-    }
-    Ok(TrainConfig {
-        mode,
-        lr,
+        },
+        rslora: a.rslora,
         weight_decay: a.weight_decay,
         warmup_ratio: a.warmup_ratio,
-        schedule: if a.schedule == "cosine" { Schedule::Cosine } else { Schedule::Constant },
+        warmup_steps: a.warmup_steps,
+        schedule: a.schedule.clone(),
         sequences_per_step: a.sequences_per_step,
         micro_batch: a.micro_batch,
         epochs: a.epochs,
@@ -245,13 +223,10 @@ fn train_config(a: &Args) -> Result<TrainConfig> {
         eval_every: a.eval_every,
         checkpoint_every: a.checkpoint_every,
         max_grad_norm: a.max_grad_norm,
-        seed: a.chain,
-        generation: a.generation,
-    })
-}
-
-fn to_sft(rows: Vec<thrive_pool::Example>) -> Vec<Example> {
-    rows.into_iter().map(|e| Example { prompt: e.prompt, response: e.response }).collect()
+    };
+    settings
+        .train_config(a.chain, a.generation)
+        .map_err(|e| anyhow::anyhow!("--{}: {}", e.field.replace('_', "-"), e.message))
 }
 
 /// (training examples, validation examples, a description for the manifest).
@@ -311,13 +286,20 @@ fn pool_view(a: &Args) -> Result<View> {
                 bail!("--view mix needs --num-real, --num-synthetic and --synthetic WORKFLOW/GENERATION");
             };
             let (w, g) = spec.split_once('/').context("--synthetic: expected WORKFLOW/GENERATION, e.g. replace/1")?;
-            let workflow: Workflow = w.parse().map_err(|e| anyhow::anyhow!("--synthetic: {e}"))?;
+            // A workflow's chain, or a value grid's source (`value-source/1`).
+            let name = if w == thrive_pool::VALUE_SOURCE {
+                w
+            } else {
+                let workflow: Workflow =
+                    w.parse().map_err(|e| anyhow::anyhow!("--synthetic: {e} (or {})", thrive_pool::VALUE_SOURCE))?;
+                workflow.name()
+            };
             let generation: u32 = g.parse().map_err(|_| anyhow::anyhow!("--synthetic: `{g}` is not a generation"))?;
             let pick = if a.random_pick { Pick::Random { seed: a.chain } } else { Pick::First };
             View::Mix {
                 num_real,
                 num_synthetic,
-                synthetic: BatchKey::synthetic(workflow, a.chain, generation),
+                synthetic: BatchKey::Synthetic { workflow: name.into(), chain: a.chain, generation },
                 pick,
                 filter: None,
             }
