@@ -13,6 +13,9 @@ pub enum Error {
     /// A data file (training or validation examples) that cannot be used.
     #[error("{path}: {message}")]
     BadInput { path: PathBuf, message: String },
+    /// GGUF metadata that is missing or not what is needed; `key` names the metadata entry.
+    #[error("GGUF metadata {key}: {message}")]
+    BadGguf { key: String, message: String },
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
