@@ -41,6 +41,8 @@ enum Command {
     Sft(cmd::sft::Args),
     /// Sample one generation's synthetic data into the pool.
     Sample(cmd::sample::Args),
+    /// Continue a few prompts with a model and print the text.
+    Generate(cmd::sample::GenerateArgs),
     /// Run (or continue) a multi-generation language-model run from a run file.
     Run(cmd::run::RunArgs),
     /// What a run directory has done and what is left.
@@ -69,6 +71,7 @@ fn main() -> ExitCode {
         Command::Pool(command) => cmd::pool::run(command),
         Command::Sft(args) => cmd::sft::run(args),
         Command::Sample(args) => cmd::sample::run(args),
+        Command::Generate(args) => cmd::sample::generate(args),
         Command::Demo(args) => cmd::run::demo(args),
         Command::Run(args) => cmd::run::run(args),
         Command::Status(args) => cmd::run::status(args),

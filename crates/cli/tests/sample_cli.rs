@@ -117,3 +117,24 @@ fn two_generations_through_the_pool() {
     bad[at + 1] = "0".into();
     fails(&bad, &["--generation"]);
 }
+
+#[test]
+fn generate_continues_prompts_and_names_bad_input() {
+    let model = root().join("sampler/tests/fixtures/tiny-trained");
+    let args = |extra: &[&str]| {
+        let mut a = vec!["generate", "--model", s(&model), "--device", "cpu", "--max-new-tokens", "12"];
+        a.extend_from_slice(extra);
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let greedy = ok(&args(&["--prompt", "user: hi", "--prompt", "assistant"]));
+    assert!(greedy.starts_with("user: hi"), "{greedy}");
+    assert!(greedy.contains("\n\nassistant"), "{greedy}");
+    // Greedy is deterministic; sampling depends only on the seed.
+    assert_eq!(ok(&args(&["--prompt", "user: hi", "--prompt", "assistant"])), greedy);
+    let hot = |seed: &str| ok(&args(&["--prompt", "user: hi", "--temperature", "1.5", "--seed", seed]));
+    assert_eq!(hot("3"), hot("3"));
+    fails(&args(&["--prompt", "x", "--temperature=-1"]), &["temperature"]);
+    let missing = root().join("no-such-model.gguf");
+    fails(&["generate", "--model", s(&missing), "--prompt", "x"], &["no such GGUF file"]);
+    fails(&["generate", "--model", s(&model)], &["--prompt"]);
+}

@@ -14,7 +14,7 @@ use thrive_sft::{SftSettings, TrainConfig};
 pub struct RunConfig {
     /// The run directory (pool, models, results); relative paths are relative to the config file.
     pub out: PathBuf,
-    /// The base model: a directory or a Hugging Face Hub id.
+    /// The base model: a directory, a Gemma 3 `.gguf` file or a Hugging Face Hub id.
     pub model: String,
     pub data: DataConfig,
     /// The generation loop (§4.4). Give this or `value`, not both.
@@ -191,7 +191,7 @@ impl RunConfig {
             fix(p);
         }
         let local = base.join(&self.model);
-        if Path::new(&self.model).is_relative() && local.is_dir() {
+        if Path::new(&self.model).is_relative() && (local.is_dir() || local.is_file()) {
             self.model = local.display().to_string();
         }
     }

@@ -24,7 +24,7 @@ use thrive_core::results::{Params, ResultsTable, RunRecord};
 use thrive_core::{Seeds, Stream, Workflow};
 use thrive_pool::{BatchKey, ColumnMapping, HubSource, Pick, Pool, PoolWriter, TokenCounter, View, VALUE_SOURCE};
 use thrive_sampler::{file_sha256, synthesize, Mode, Origin};
-use thrive_sft::{evaluate, resolve_model_dir, train, Example, Gemma2, RunControl, TextEncoder};
+use thrive_sft::{evaluate, resolve_model_dir, train, Example, Gemma, RunControl, TextEncoder};
 
 /// The results' metric columns, one row per (workflow, chain, generation).
 pub const METRICS: [&str; 5] = ["eval_loss", "eval_loss_before", "train_loss", "train_examples", "synthetic_fraction"];
@@ -457,7 +457,7 @@ impl Context<'_> {
         if train_set.is_empty() {
             return Err(Error::Invalid(format!("{}: empty training set", describe(step))));
         }
-        let mut model = Gemma2::load(from, self.dtype, self.device)?;
+        let mut model = Gemma::load(from, self.dtype, self.device)?;
         let train_cfg = self.cfg.train_config(seed, generation).map_err(Error::Invalid)?;
         let resume = std::fs::read_dir(&out)
             .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("checkpoint-")))
@@ -501,7 +501,7 @@ impl Context<'_> {
         let out = model_dir(self.dir, step).expect("a model step");
         std::fs::create_dir_all(&out).map_err(io(&out))?;
         let started = std::time::Instant::now();
-        let model = Gemma2::load(self.base_dir, self.dtype, self.device)?;
+        let model = Gemma::load(self.base_dir, self.dtype, self.device)?;
         let train_cfg = self.cfg.train_config(0, 1).map_err(Error::Invalid)?;
         let (valid, _) = self.enc.encode_all(self.valid, train_cfg.max_len, train_cfg.response_only)?;
         let loss = evaluate(&model, self.enc, &valid, train_cfg.micro_batch)?;
@@ -533,7 +533,7 @@ impl Context<'_> {
         };
         let (mut model, weights_dir, weights) = match lora {
             Some(lora) => {
-                let mut model = Gemma2::load(base, self.dtype, self.device)?;
+                let mut model = Gemma::load(base, self.dtype, self.device)?;
                 let weights = model_dir.join("adapter/adapter_model.safetensors");
                 model.add_lora(&lora, &mut Seeds::new(0).stream(Stream::Training(0)))?;
                 model.load_lora_weights(&weights)?;
@@ -541,7 +541,7 @@ impl Context<'_> {
             }
             None => {
                 let merged = model_dir.join("merged");
-                (Gemma2::load(&merged, self.dtype, self.device)?, merged.clone(), merged.join("model.safetensors"))
+                (Gemma::load(&merged, self.dtype, self.device)?, merged.clone(), merged.join("model.safetensors"))
             }
         };
         model.merge_lora()?;
@@ -571,7 +571,7 @@ impl Context<'_> {
         TokenCounter::from_file(tokenizer)?.annotate(&mut out.rows)?;
         let key = BatchKey::Synthetic { workflow: name.into(), chain, generation };
         PoolWriter::open(self.dir.pool())?.write_batch(&key, &out.rows)?;
-        tracing::info!(chain = name, chain, generation, rows = out.rows.len(), rejections = ?out.rejections, "sampled");
+        tracing::info!(kind = name, chain, generation, rows = out.rows.len(), rejections = ?out.rejections, "sampled");
         Ok(())
     }
 }

@@ -5,7 +5,7 @@
 use candle_core::{DType, Device};
 use std::path::Path;
 use thrive_sampler::{generate, sample_rng, SamplerSettings};
-use thrive_sft::Gemma2;
+use thrive_sft::Gemma;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -19,7 +19,7 @@ fn main() {
     let batch: usize = args.get(4).map_or(prompts, |b| b.parse().expect("BATCH"));
     let device = Device::cuda_if_available(0).unwrap_or(Device::Cpu);
     let dtype = if device.is_cuda() { DType::BF16 } else { DType::F32 };
-    let mut model = Gemma2::load(dir, dtype, &device).expect("model");
+    let mut model = Gemma::load(dir, dtype, &device).expect("model");
     model.merge_lora().expect("merge");
     let s = SamplerSettings {
         temperature: 0.0,

@@ -4,7 +4,7 @@ use crate::{Error, Result};
 use candle_core::Tensor;
 use rand::Rng as _;
 use thrive_core::{Rng, Seeds, Stream};
-use thrive_sft::{Gemma2, KvCache};
+use thrive_sft::{Gemma, KvCache};
 
 /// The sampler's settings (vLLM's meaning: temperature 0 is greedy, top-p 1 and no top-k keep
 /// the whole distribution). The paper: temperature 1, top-p 1, no top-k, 512 new tokens.
@@ -130,7 +130,7 @@ pub fn choose_token(logits: &[f32], s: &SamplerSettings, rng: &mut Rng) -> u32 {
 /// Continues every prompt (token ids, BOS included) until EOS or `max_new_tokens`, decoding them
 /// together; `rngs[i]` is prompt i's stream. Returns the new tokens of each, EOS excluded.
 pub fn generate(
-    model: &Gemma2,
+    model: &Gemma,
     prompts: &[Vec<u32>],
     rngs: &mut [Rng],
     eos: u32,

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use thrive_core::text_format::{parse_generation, training_text};
 use thrive_pool::{Example, Provenance};
-use thrive_sft::{Gemma2, TextEncoder};
+use thrive_sft::{Gemma, TextEncoder};
 use tokenizers::Tokenizer;
 
 /// What to generate.
@@ -67,7 +67,7 @@ fn decode(tokenizer: &Tokenizer, ids: &[u32]) -> Result<String> {
 /// Samples `count` accepted rows (Unconditional) or one row per prompt (Prompted).
 /// `progress`, if given, holds the progress bar (a multi-generation run's own display).
 pub fn synthesize(
-    model: &Gemma2,
+    model: &Gemma,
     text: &TextEncoder,
     mode: &Mode,
     count: usize,

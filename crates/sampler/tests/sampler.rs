@@ -8,14 +8,14 @@ use std::path::{Path, PathBuf};
 use thrive_core::Workflow;
 use thrive_pool::Origin as RowOrigin;
 use thrive_sampler::*;
-use thrive_sft::{Gemma2, TextEncoder};
+use thrive_sft::{Gemma, TextEncoder};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
-fn model() -> Gemma2 {
-    Gemma2::load(&fixtures().join("tiny-trained"), DType::F32, &Device::Cpu).unwrap()
+fn model() -> Gemma {
+    Gemma::load(&fixtures().join("tiny-trained"), DType::F32, &Device::Cpu).unwrap()
 }
 
 fn tokenizer() -> TextEncoder {

@@ -1,8 +1,8 @@
 //! Export of a trained model: a PEFT adapter (`adapter/`) that `peft.PeftModel.from_pretrained`
-//! loads, and merged weights (`merged/`, with config.json and tokenizer.json) that `from_pretrained` loads as a plain Gemma 2.
+//! loads, and merged weights (`merged/`, with config.json and tokenizer.json) that `from_pretrained` loads as a plain Gemma 2 or Gemma 3.
 
 use crate::data::TextEncoder;
-use crate::model::Gemma2;
+use crate::model::Gemma;
 use crate::train::{Mode, TrainConfig};
 use crate::{Error, Result};
 use candle_core::{DType, Tensor};
@@ -31,7 +31,7 @@ fn write_json(value: &serde_json::Value, path: &Path) -> Result<()> {
 
 /// Writes `adapter/` (LoRA only) and, with `merged` (always for full fine-tuning),
 /// `merged/model.safetensors` + `merged/config.json` into `out`.
-pub fn export(model: &Gemma2, enc: &TextEncoder, cfg: &TrainConfig, out: &Path, merged: bool) -> Result<()> {
+pub fn export(model: &Gemma, enc: &TextEncoder, cfg: &TrainConfig, out: &Path, merged: bool) -> Result<()> {
     if let Mode::Lora(l) = &cfg.mode {
         let dir = out.join("adapter");
         let tensors: HashMap<String, Tensor> =

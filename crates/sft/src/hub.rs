@@ -5,11 +5,19 @@ use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 
 /// A directory holding `config.json`, `tokenizer.json` and the safetensors of `spec`: `spec`
-/// itself if it is a directory, else the Hub snapshot of the model id `owner/name`.
+/// itself if it is a directory, the converted directory of a `.gguf` file, else the Hub snapshot
+/// of the model id `owner/name`.
 pub fn resolve_model_dir(spec: &str) -> Result<PathBuf> {
     let local = Path::new(spec);
     if local.is_dir() {
         return Ok(local.to_path_buf());
+    }
+    // A Gemma 3 GGUF file: dequantized once into a model directory beside it.
+    if local.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+        if !local.is_file() {
+            return Err(Error::Invalid(format!("--model {spec}: no such GGUF file")));
+        }
+        return crate::gguf::gguf_model_dir(local);
     }
     let (owner, name) = spec
         .split_once('/')

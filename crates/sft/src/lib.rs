@@ -1,9 +1,10 @@
 //! # thrive-sft
 //!
-//! Fine-tuning of one generation's language model: a Gemma 2 decoder owned here (candle's own
-//! `gemma2` gives q and k no gradient and returns only the last position's logits; see
-//! ../shared/candle.md), LoRA adapters compatible with PEFT, the paper's next-token loss and an
-//! AdamW optimiser whose state can be checkpointed.
+//! Fine-tuning of one generation's language model: a Gemma 2 / Gemma 3 decoder owned here
+//! (candle's own `gemma2` and `gemma3` give q and k no gradient and return only the last
+//! position's logits; see ../shared/candle.md), loaded from safetensors or from a Gemma 3 GGUF
+//! file; LoRA adapters compatible with PEFT, the paper's next-token loss and an AdamW optimiser
+//! whose state can be checkpointed.
 //!
 //! Every op on the path from the loss to a trainable tensor has a backward pass (composite
 //! softmax and rotary embeddings), which the parity tests against transformers + peft check
@@ -17,6 +18,7 @@ mod data;
 mod device;
 mod error;
 mod export;
+mod gguf;
 pub mod gguf_tokenizer;
 mod hub;
 mod lora;
@@ -26,16 +28,17 @@ mod optim;
 mod settings;
 mod train;
 
-pub use config::Gemma2Config;
+pub use config::GemmaConfig;
 pub use data::{read_jsonl, Example, TextEncoder, Tokenized};
 pub use device::device_for;
 pub use error::{Error, Result};
 pub use export::export;
+pub use gguf::{convert_gguf, gguf_model_dir};
 pub use gguf_tokenizer::{read_gguf, tokenizer_from_gguf};
 pub use hub::resolve_model_dir;
 pub use lora::{LoraConfig, LoraLinear, LORA_TARGETS};
 pub use loss::{next_token_loss, Batch};
-pub use model::{Gemma2, KvCache};
+pub use model::{Gemma, KvCache};
 pub use optim::{clip_grad_norm, grads_of, AdamW, AdamWParams};
 pub use settings::{SettingError, SftSettings};
 pub use train::{evaluate, train, write_metrics, Mode, RunControl, Schedule, StepMetrics, TrainConfig, TrainOutcome};

@@ -1,7 +1,7 @@
 //! The paper's next-token loss: token-mean cross-entropy over the target tokens of a batch,
 //! computed only at the positions that have a target (the vocabulary dominates memory).
 
-use crate::model::Gemma2;
+use crate::model::Gemma;
 use crate::Result;
 use candle_core::{DType, Tensor, D};
 
@@ -19,7 +19,7 @@ pub struct Batch {
 /// Mean cross-entropy (nats per target token) of predicting each target token from the ones
 /// before it, and the number of target tokens. `dropout_rng` enables LoRA dropout.
 pub fn next_token_loss(
-    model: &Gemma2,
+    model: &Gemma,
     batch: &Batch,
     dropout_rng: Option<&mut thrive_core::Rng>,
 ) -> Result<(Tensor, usize)> {

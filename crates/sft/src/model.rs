@@ -1,8 +1,9 @@
-//! The Gemma 2 decoder, written so that every op between the loss and a trainable tensor has a
-//! backward pass: composite softmax and rotary embeddings, full-sequence logits, padding masks,
-//! alternating sliding-window and global attention, soft-capping, (1 + w) RMSNorm, GeGLU.
+//! The Gemma 2 and Gemma 3 decoders, written so that every op between the loss and a trainable
+//! tensor has a backward pass: composite softmax and rotary embeddings, full-sequence logits,
+//! padding masks, sliding-window and global attention, soft-capping (Gemma 2), QK-norm and a RoPE
+//! base per layer type (Gemma 3), (1 + w) RMSNorm, GeGLU. The two share everything else.
 
-use crate::config::Gemma2Config;
+use crate::config::GemmaConfig;
 use crate::lora::{LoraConfig, LoraLinear};
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor, Var, D};
@@ -68,13 +69,17 @@ struct Layer {
     post_attn_norm: RmsNorm,
     pre_ff_norm: RmsNorm,
     post_ff_norm: RmsNorm,
+    /// Gemma 3's RMSNorm of each query and key head (over head_dim), before RoPE.
+    q_norm: Option<RmsNorm>,
+    k_norm: Option<RmsNorm>,
     window: Option<usize>,
+    rope_base: f64,
 }
 
-/// A Gemma 2 causal language model with optional LoRA adapters.
+/// A Gemma 2 or Gemma 3 (text) causal language model with optional LoRA adapters.
 #[derive(Debug, Clone)]
-pub struct Gemma2 {
-    pub cfg: Gemma2Config,
+pub struct Gemma {
+    pub cfg: GemmaConfig,
     embed: Tensor,
     /// The embedding (f32) when it is trained (full fine-tuning); `embed` is then its tensor.
     embed_var: Option<Var>,
@@ -115,10 +120,10 @@ fn load_weights(dir: &Path, dtype: DType, device: &Device) -> Result<(HashMap<St
     Ok((all, files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")))
 }
 
-impl Gemma2 {
+impl Gemma {
     /// Loads `config.json` and the weights from `dir`, frozen, in `dtype` (f32 on CPU, bf16 on CUDA).
     pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
-        let cfg = Gemma2Config::from_file(&dir.join("config.json"))?;
+        let cfg = GemmaConfig::from_file(&dir.join("config.json"))?;
         let (mut w, files) = load_weights(dir, dtype, device)?;
         let h = cfg.hidden_size;
         let (nh, nkv, hd, ff) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, cfg.intermediate_size);
@@ -139,6 +144,7 @@ impl Gemma2 {
             Ok(RmsNorm { scale: (t.to_dtype(DType::F32)? + 1.0)?, weight: t, var: None, eps: cfg.rms_norm_eps })
         };
         let embed = take("model.embed_tokens.weight", &[cfg.vocab_size, h])?;
+        let qk_norm = cfg.is_gemma3();
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
             let p = format!("model.layers.{i}");
@@ -155,12 +161,15 @@ impl Gemma2 {
                 post_attn_norm: norm(take(&format!("{p}.post_attention_layernorm.weight"), &[h])?)?,
                 pre_ff_norm: norm(take(&format!("{p}.pre_feedforward_layernorm.weight"), &[h])?)?,
                 post_ff_norm: norm(take(&format!("{p}.post_feedforward_layernorm.weight"), &[h])?)?,
+                q_norm: qk_norm.then(|| norm(take(&format!("{p}.self_attn.q_norm.weight"), &[hd])?)).transpose()?,
+                k_norm: qk_norm.then(|| norm(take(&format!("{p}.self_attn.k_norm.weight"), &[hd])?)).transpose()?,
                 window: cfg.window(i),
+                rope_base: cfg.rope_base(i),
             });
         }
         let final_norm = norm(take("model.norm.weight", &[h])?)?;
         let erf_gelu = cfg.hidden_activation == "gelu";
-        Ok(Gemma2 { cfg, embed, embed_var: None, layers, final_norm, dtype, device: device.clone(), erf_gelu })
+        Ok(Gemma { cfg, embed, embed_var: None, layers, final_norm, dtype, device: device.clone(), erf_gelu })
     }
 
     pub fn device(&self) -> &Device {
@@ -272,6 +281,10 @@ impl Gemma2 {
             out.push((format!("{p}.post_attention_layernorm"), &l.post_attn_norm));
             out.push((format!("{p}.pre_feedforward_layernorm"), &l.pre_ff_norm));
             out.push((format!("{p}.post_feedforward_layernorm"), &l.post_ff_norm));
+            if let (Some(q), Some(k)) = (&l.q_norm, &l.k_norm) {
+                out.push((format!("{p}.self_attn.q_norm"), q));
+                out.push((format!("{p}.self_attn.k_norm"), k));
+            }
         }
         out.push(("model.norm".into(), &self.final_norm));
         out
@@ -288,6 +301,9 @@ impl Gemma2 {
         self.embed_var = Some(var);
         for l in &mut self.layers {
             for n in [&mut l.input_norm, &mut l.post_attn_norm, &mut l.pre_ff_norm, &mut l.post_ff_norm] {
+                n.make_trainable()?;
+            }
+            for n in [&mut l.q_norm, &mut l.k_norm].into_iter().flatten() {
                 n.make_trainable()?;
             }
         }
@@ -312,10 +328,9 @@ impl Gemma2 {
         Ok(Tensor::from_vec(m, (b, 1, seq, seq), &self.device)?)
     }
 
-    /// Rotary tables (seq, head_dim / 2) for positions 0..seq.
-    fn rope(&self, seq: usize) -> Result<(Tensor, Tensor)> {
+    /// Rotary tables (seq, head_dim / 2) for positions 0..seq and RoPE base `base`.
+    fn rope(&self, seq: usize, base: f64) -> Result<(Tensor, Tensor)> {
         let hd = self.cfg.head_dim;
-        let base = self.cfg.rope_base();
         let inv: Vec<f32> = (0..hd).step_by(2).map(|i| (1.0 / base.powf(i as f64 / hd as f64)) as f32).collect();
         let inv = Tensor::from_vec(inv, (1, hd / 2), &self.device)?;
         let t = Tensor::arange(0u32, seq as u32, &self.device)?.to_dtype(DType::F32)?.reshape((seq, 1))?;
@@ -339,7 +354,13 @@ impl Gemma2 {
             seq,
             cfg.hidden_size,
         ))? * (cfg.hidden_size as f64).sqrt())?;
-        let (cos, sin) = self.rope(seq)?;
+        // One table per RoPE base (Gemma 3 has two).
+        let mut tables: Vec<(u64, (Tensor, Tensor))> = Vec::new();
+        for layer in &self.layers {
+            if !tables.iter().any(|(b, _)| *b == layer.rope_base.to_bits()) {
+                tables.push((layer.rope_base.to_bits(), self.rope(seq, layer.rope_base)?));
+            }
+        }
         let global_mask = self.mask(attention_mask, seq, None)?;
         let window_mask = match cfg.sliding_window {
             Some(w) if w < seq => Some(self.mask(attention_mask, seq, Some(w))?),
@@ -355,8 +376,13 @@ impl Gemma2 {
             let q = q.reshape((b, seq, nh, hd))?.transpose(1, 2)?.contiguous()?;
             let k = k.reshape((b, seq, nkv, hd))?.transpose(1, 2)?.contiguous()?;
             let v = v.reshape((b, seq, nkv, hd))?.transpose(1, 2)?.contiguous()?;
-            let q = candle_nn::rotary_emb::rope_slow(&q.to_dtype(DType::F32)?, &cos, &sin)?;
-            let k = candle_nn::rotary_emb::rope_slow(&k.to_dtype(DType::F32)?, &cos, &sin)?;
+            let (q, k) = match (&layer.q_norm, &layer.k_norm) {
+                (Some(qn), Some(kn)) => (qn.forward(&q)?, kn.forward(&k)?),
+                _ => (q, k),
+            };
+            let (_, (cos, sin)) = tables.iter().find(|(b, _)| *b == layer.rope_base.to_bits()).expect("built above");
+            let q = candle_nn::rotary_emb::rope_slow(&q.to_dtype(DType::F32)?, cos, sin)?;
+            let k = candle_nn::rotary_emb::rope_slow(&k.to_dtype(DType::F32)?, cos, sin)?;
             let (k, v) = (repeat_kv(k, nh / nkv)?, repeat_kv(v.to_dtype(DType::F32)?, nh / nkv)?);
             let mut scores = (q.matmul(&k.t()?)? * scaling)?;
             if let Some(cap) = cfg.attn_logit_softcapping {
@@ -398,9 +424,10 @@ impl Gemma2 {
     }
 }
 
-impl Gemma2 {
+impl Gemma {
     /// Every weight under transformers' names, LoRA merged in (W + scale·B·A): a checkpoint
-    /// `Gemma2ForCausalLM.from_pretrained` loads (tied embeddings, so no `lm_head`).
+    /// `Gemma2ForCausalLM` / `Gemma3ForCausalLM.from_pretrained` loads (tied embeddings, so no
+    /// `lm_head`).
     pub fn merged_tensors(&self) -> Result<HashMap<String, Tensor>> {
         let mut out = HashMap::new();
         out.insert("model.embed_tokens.weight".to_string(), self.embed.clone());
@@ -441,7 +468,7 @@ pub struct KvCache {
 
 impl KvCache {
     /// An empty cache with room for `capacity` positions (it grows if needed).
-    pub fn new(model: &Gemma2, capacity: usize) -> Self {
+    pub fn new(model: &Gemma, capacity: usize) -> Self {
         KvCache {
             layers: (0..model.layers.len()).map(|_| candle_nn::kv_cache::KvCache::new(2, capacity.max(1))).collect(),
         }
@@ -457,7 +484,7 @@ impl KvCache {
     }
 }
 
-impl Gemma2 {
+impl Gemma {
     /// Folds every LoRA adapter into its base weight (W + scale·B·A) and drops the adapters:
     /// the same function, one matmul per layer instead of three (for sampling).
     pub fn merge_lora(&mut self) -> Result<()> {
@@ -491,27 +518,36 @@ impl Gemma2 {
         if positions.len() != b || key_mask.len() != b || key_mask.iter().any(|m| m.len() != total) {
             return Err(Error::Invalid("decode_step: positions or key mask do not match the batch".into()));
         }
-        // Rotary tables per row: (b, 1, s, hd/2).
-        let base = cfg.rope_base();
-        let inv: Vec<f64> = (0..hd).step_by(2).map(|i| 1.0 / base.powf(i as f64 / hd as f64)).collect();
-        let (mut cos, mut sin) = (Vec::with_capacity(b * s * hd / 2), Vec::with_capacity(b * s * hd / 2));
-        for row in positions {
-            for &p in row {
-                for f in &inv {
-                    // f32 product first, as the training path computes its table.
-                    let angle = (p as f32 * *f as f32) as f64;
-                    cos.push(angle.cos() as f32);
-                    sin.push(angle.sin() as f32);
+        // Rotary tables per row, (b, 1, s, hd/2), one pair per RoPE base.
+        let table = |base: f64| -> Result<(Tensor, Tensor)> {
+            let inv: Vec<f64> = (0..hd).step_by(2).map(|i| 1.0 / base.powf(i as f64 / hd as f64)).collect();
+            let (mut cos, mut sin) = (Vec::with_capacity(b * s * hd / 2), Vec::with_capacity(b * s * hd / 2));
+            for row in positions {
+                for &p in row {
+                    for f in &inv {
+                        // f32 product first, as the training path computes its table.
+                        let angle = (p as f32 * *f as f32) as f64;
+                        cos.push(angle.cos() as f32);
+                        sin.push(angle.sin() as f32);
+                    }
                 }
             }
+            Ok((
+                Tensor::from_vec(cos, (b, 1, s, hd / 2), &self.device)?,
+                Tensor::from_vec(sin, (b, 1, s, hd / 2), &self.device)?,
+            ))
+        };
+        let mut tables: Vec<(u64, (Tensor, Tensor))> = Vec::new();
+        for layer in &self.layers {
+            if !tables.iter().any(|(b, _)| *b == layer.rope_base.to_bits()) {
+                tables.push((layer.rope_base.to_bits(), table(layer.rope_base)?));
+            }
         }
-        let cos = Tensor::from_vec(cos, (b, 1, s, hd / 2), &self.device)?;
-        let sin = Tensor::from_vec(sin, (b, 1, s, hd / 2), &self.device)?;
-        let rope = |x: &Tensor| -> Result<Tensor> {
+        let rope = |x: &Tensor, (cos, sin): &(Tensor, Tensor)| -> Result<Tensor> {
             let x1 = x.narrow(D::Minus1, 0, hd / 2)?;
             let x2 = x.narrow(D::Minus1, hd / 2, hd / 2)?;
-            let r1 = (x1.broadcast_mul(&cos)? - x2.broadcast_mul(&sin)?)?;
-            let r2 = (x2.broadcast_mul(&cos)? + x1.broadcast_mul(&sin)?)?;
+            let r1 = (x1.broadcast_mul(cos)? - x2.broadcast_mul(sin)?)?;
+            let r2 = (x2.broadcast_mul(cos)? + x1.broadcast_mul(sin)?)?;
             Ok(Tensor::cat(&[r1, r2], D::Minus1)?)
         };
         let mask = |window: Option<usize>| -> Result<Tensor> {
@@ -546,8 +582,13 @@ impl Gemma2 {
             let q = layer.q.forward(&h, None)?.reshape((b, s, nh, hd))?.transpose(1, 2)?;
             let k = layer.k.forward(&h, None)?.reshape((b, s, nkv, hd))?.transpose(1, 2)?;
             let v = layer.v.forward(&h, None)?.reshape((b, s, nkv, hd))?.transpose(1, 2)?;
-            let q = rope(&q.to_dtype(DType::F32)?.contiguous()?)?;
-            let k = rope(&k.to_dtype(DType::F32)?.contiguous()?)?;
+            let (q, k) = match (&layer.q_norm, &layer.k_norm) {
+                (Some(qn), Some(kn)) => (qn.forward(&q)?, kn.forward(&k)?),
+                _ => (q, k),
+            };
+            let (_, table) = tables.iter().find(|(b, _)| *b == layer.rope_base.to_bits()).expect("built above");
+            let q = rope(&q.to_dtype(DType::F32)?.contiguous()?, table)?;
+            let k = rope(&k.to_dtype(DType::F32)?.contiguous()?, table)?;
             let (k, v) = kv.append(&k.contiguous()?, &v.to_dtype(DType::F32)?.contiguous()?)?;
             // Grouped-query attention without copying the cache: the g query heads that share a
             // key/value head (head h uses kv head h / g, as transformers' repeat_kv) are stacked

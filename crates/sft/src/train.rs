@@ -4,7 +4,7 @@
 use crate::data::{Example, TextEncoder, Tokenized};
 use crate::lora::LoraConfig;
 use crate::loss::next_token_loss;
-use crate::model::Gemma2;
+use crate::model::Gemma;
 use crate::optim::{clip_grad_norm, grads_of, AdamW, AdamWParams};
 use crate::{Error, Result};
 use candle_core::{Tensor, Var};
@@ -151,7 +151,7 @@ fn data_order(n: usize, cfg: &TrainConfig) -> Vec<usize> {
 }
 
 /// Token-mean cross-entropy of `data` (nats per target token); NaN for no data.
-pub fn evaluate(model: &Gemma2, enc: &TextEncoder, data: &[Tokenized], micro_batch: usize) -> Result<f64> {
+pub fn evaluate(model: &Gemma, enc: &TextEncoder, data: &[Tokenized], micro_batch: usize) -> Result<f64> {
     if data.is_empty() {
         return Ok(f64::NAN);
     }
@@ -282,7 +282,7 @@ pub struct RunControl {
 /// Trains `model` on `train`, evaluating on `valid`, writing checkpoints, metrics
 /// (`metrics.parquet`) and the export into `out`.
 pub fn train(
-    model: &mut Gemma2,
+    model: &mut Gemma,
     enc: &TextEncoder,
     (train, valid): (&[Example], &[Example]),
     cfg: &TrainConfig,

@@ -4,7 +4,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use std::path::PathBuf;
-use thrive_sft::{Gemma2, KvCache, LoraConfig};
+use thrive_sft::{Gemma, KvCache, LoraConfig};
 
 fn fixture() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-gemma2")
@@ -15,13 +15,13 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
 }
 
 /// Logits of every position of `ids` (one row, no padding) by the training path.
-fn full(model: &Gemma2, ids: &[u32]) -> Tensor {
+fn full(model: &Gemma, ids: &[u32]) -> Tensor {
     let t = Tensor::new(ids, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
     model.forward(&t, &[vec![1; ids.len()]]).unwrap().squeeze(0).unwrap()
 }
 
-fn adapted() -> Gemma2 {
-    let mut model = Gemma2::load(&fixture(), DType::F32, &Device::Cpu).unwrap();
+fn adapted() -> Gemma {
+    let mut model = Gemma::load(&fixture(), DType::F32, &Device::Cpu).unwrap();
     let cfg = LoraConfig { rank: 4, alpha: 8.0, ..LoraConfig::default() };
     model.add_lora(&cfg, &mut thrive_core::Seeds::new(0).stream(thrive_core::Stream::Training(0))).unwrap();
     model.load_lora_weights(&fixture().join("adapter/adapter_model.safetensors")).unwrap();

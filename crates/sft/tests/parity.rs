@@ -10,7 +10,7 @@
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use thrive_sft::{next_token_loss, AdamW, AdamWParams, Batch, Gemma2, LoraConfig};
+use thrive_sft::{next_token_loss, AdamW, AdamWParams, Batch, Gemma, LoraConfig};
 
 fn fixture() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-gemma2")
@@ -20,8 +20,8 @@ fn reference() -> HashMap<String, Tensor> {
     candle_core::safetensors::load(fixture().join("reference.safetensors"), &Device::Cpu).unwrap()
 }
 
-fn lora_model() -> Gemma2 {
-    let mut model = Gemma2::load(&fixture(), DType::F32, &Device::Cpu).unwrap();
+fn lora_model() -> Gemma {
+    let mut model = Gemma::load(&fixture(), DType::F32, &Device::Cpu).unwrap();
     let cfg = LoraConfig { rank: 4, alpha: 8.0, ..LoraConfig::default() };
     model.add_lora(&cfg, &mut thrive_core::Seeds::new(0).stream(thrive_core::Stream::Training(0))).unwrap();
     model.load_lora_weights(&fixture().join("adapter/adapter_model.safetensors")).unwrap();
@@ -107,7 +107,7 @@ fn full_fine_tuning_gradients_match_transformers() {
     let r = reference();
     let want: HashMap<String, Tensor> =
         candle_core::safetensors::load(fixture().join("full_grads.safetensors"), &Device::Cpu).unwrap();
-    let mut model = Gemma2::load(&fixture(), DType::F32, &Device::Cpu).unwrap();
+    let mut model = Gemma::load(&fixture(), DType::F32, &Device::Cpu).unwrap();
     model.make_all_trainable().unwrap();
     let (loss, _) = next_token_loss(&model, &batch(&r), None).unwrap();
     let expected = want["loss"].to_vec1::<f32>().unwrap()[0];

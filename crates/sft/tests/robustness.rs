@@ -9,8 +9,8 @@ fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-gemma2")
 }
 
-fn model_with_adapter() -> Gemma2 {
-    let mut model = Gemma2::load(&fixture(), DType::F32, &Device::Cpu).unwrap();
+fn model_with_adapter() -> Gemma {
+    let mut model = Gemma::load(&fixture(), DType::F32, &Device::Cpu).unwrap();
     let cfg = LoraConfig { rank: 4, alpha: 8.0, ..LoraConfig::default() };
     model.add_lora(&cfg, &mut thrive_core::Seeds::new(0).stream(thrive_core::Stream::Training(1))).unwrap();
     model.load_lora_weights(&fixture().join("adapter/adapter_model.safetensors")).unwrap();
@@ -45,10 +45,10 @@ fn clipping_bounds_the_global_norm() {
 #[test]
 fn bad_model_directories_and_adapters_are_named() {
     let dir = tempfile::tempdir().unwrap();
-    let err = Gemma2::load(dir.path(), DType::F32, &Device::Cpu).unwrap_err().to_string();
+    let err = Gemma::load(dir.path(), DType::F32, &Device::Cpu).unwrap_err().to_string();
     assert!(err.contains("config.json"), "{err}");
     std::fs::copy(fixture().join("config.json"), dir.path().join("config.json")).unwrap();
-    let err = Gemma2::load(dir.path(), DType::F32, &Device::Cpu).unwrap_err().to_string();
+    let err = Gemma::load(dir.path(), DType::F32, &Device::Cpu).unwrap_err().to_string();
     assert!(err.contains("model.safetensors"), "{err}");
     // Weights of another shape than the config: the tensor is named.
     let cfg = std::fs::read_to_string(fixture().join("config.json"))
@@ -56,10 +56,10 @@ fn bad_model_directories_and_adapters_are_named() {
         .replace("\"vocab_size\": 400", "\"vocab_size\": 401");
     std::fs::write(dir.path().join("config.json"), cfg).unwrap();
     std::fs::copy(fixture().join("model.safetensors"), dir.path().join("model.safetensors")).unwrap();
-    let err = Gemma2::load(dir.path(), DType::F32, &Device::Cpu).unwrap_err().to_string();
+    let err = Gemma::load(dir.path(), DType::F32, &Device::Cpu).unwrap_err().to_string();
     assert!(err.contains("embed_tokens") && err.contains("401"), "{err}");
     // An adapter of another rank is refused with the tensor's name.
-    let mut model = Gemma2::load(&fixture(), DType::F32, &Device::Cpu).unwrap();
+    let mut model = Gemma::load(&fixture(), DType::F32, &Device::Cpu).unwrap();
     let cfg = LoraConfig { rank: 8, ..LoraConfig::default() };
     model.add_lora(&cfg, &mut thrive_core::Seeds::new(0).stream(thrive_core::Stream::Training(1))).unwrap();
     let err = model.load_lora_weights(&fixture().join("adapter/adapter_model.safetensors")).unwrap_err().to_string();

@@ -26,8 +26,8 @@ fn encoder() -> TextEncoder {
     TextEncoder::from_file(&model_dir().join("tokenizer.json")).unwrap()
 }
 
-fn model() -> Gemma2 {
-    Gemma2::load(&model_dir(), DType::F32, &Device::Cpu).unwrap()
+fn model() -> Gemma {
+    Gemma::load(&model_dir(), DType::F32, &Device::Cpu).unwrap()
 }
 
 fn lora_cfg() -> TrainConfig {
@@ -183,7 +183,7 @@ fn exports_load_back_to_the_trained_model() {
     let got = reloaded.forward(&batch.input_ids, &batch.attention_mask).unwrap();
     assert!(max_abs_diff(&expected, &got) < 1e-5);
     // The merged weights as a plain model directory.
-    let merged = Gemma2::load(&out.path().join("merged"), DType::F32, &Device::Cpu).unwrap();
+    let merged = Gemma::load(&out.path().join("merged"), DType::F32, &Device::Cpu).unwrap();
     let got = merged.forward(&batch.input_ids, &batch.attention_mask).unwrap();
     assert!(max_abs_diff(&expected, &got) < 1e-4);
     TextEncoder::from_file(&out.path().join("merged/tokenizer.json")).unwrap();

@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use thrive_core::{Seeds, Stream, Workflow};
 use thrive_pool::{BatchKey, PoolWriter, TokenCounter};
 use thrive_sampler::{file_sha256, synthesize, Mode, Origin, SamplerSettings};
-use thrive_sft::{device_for, resolve_model_dir, Gemma2, LoraConfig, TextEncoder};
+use thrive_sft::{device_for, resolve_model_dir, Gemma, LoraConfig, TextEncoder};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Base model: a local directory or a Hub id (or a merged/ directory from `thrive sft --merged`).
+    /// Base model: a local directory, a Gemma 3 .gguf file or a Hub id (or a merged/ directory from `thrive sft --merged`).
     #[arg(long)]
     model: String,
     /// A PEFT adapter directory (adapter_config.json + adapter_model.safetensors), merged in for sampling.
@@ -76,7 +76,7 @@ pub fn run(a: Args) -> Result<()> {
     let model_dir = resolve_model_dir(&a.model)?;
     let tokenizer_path = model_dir.join("tokenizer.json");
     let enc = TextEncoder::from_file(&tokenizer_path)?;
-    let mut model = Gemma2::load(&model_dir, dtype, &device)?;
+    let mut model = Gemma::load(&model_dir, dtype, &device)?;
     let (adapter_path, adapter_sha256) = match &a.adapter {
         Some(dir) => {
             let lora = read_adapter_config(dir)?;
@@ -143,4 +143,72 @@ fn read_adapter_config(dir: &std::path::Path) -> Result<LoraConfig> {
         _ => bail!("{}: no `target_modules`", path.display()),
     };
     Ok(LoraConfig { rank, alpha, dropout: 0.0, targets, rslora: v["use_rslora"].as_bool().unwrap_or(false) })
+}
+
+#[derive(clap::Args)]
+pub struct GenerateArgs {
+    /// Model: a local directory, a Gemma 3 .gguf file or a Hub id.
+    #[arg(long)]
+    model: String,
+    /// A PEFT adapter directory (from `thrive sft`), merged in.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
+    /// Text to continue (repeat for several; they are decoded together). `<bos>` is added.
+    #[arg(long, required = true)]
+    prompt: Vec<String>,
+    /// 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f64,
+    #[arg(long)]
+    top_k: Option<u32>,
+    #[arg(long, default_value_t = 64)]
+    max_new_tokens: usize,
+    /// Seed of the sampling streams (prompt i uses stream i).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value = "auto", value_parser = ["auto", "cpu", "cuda"])]
+    device: String,
+}
+
+/// `thrive generate`: continue a few prompts and print the text (to look at a model, not to fill
+/// a pool).
+pub fn generate(a: GenerateArgs) -> Result<()> {
+    let settings = SamplerSettings {
+        temperature: a.temperature,
+        top_p: a.top_p,
+        top_k: a.top_k,
+        max_new_tokens: a.max_new_tokens,
+        batch_size: a.prompt.len(),
+        ignore_eos: false,
+    };
+    settings.check().map_err(|e| anyhow::anyhow!("sampler settings: {e}"))?;
+    let (device, dtype) = device_for(&a.device).context("--device")?;
+    let model_dir = resolve_model_dir(&a.model)?;
+    let enc = TextEncoder::from_file(&model_dir.join("tokenizer.json"))?;
+    let mut model = Gemma::load(&model_dir, dtype, &device)?;
+    if let Some(dir) = &a.adapter {
+        let lora = read_adapter_config(dir)?;
+        model.add_lora(&lora, &mut Seeds::new(0).stream(Stream::Training(0)))?;
+        model.load_lora_weights(&dir.join("adapter_model.safetensors"))?;
+    }
+    model.merge_lora()?;
+    let prompts: Vec<Vec<u32>> = a
+        .prompt
+        .iter()
+        .map(|p| enc.tokenizer().encode(p.as_str(), true).map(|e| e.get_ids().to_vec()))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!("--prompt: tokenizing: {e}"))?;
+    let mut rngs: Vec<_> = (0..prompts.len() as u64).map(|i| thrive_sampler::sample_rng(a.seed, i)).collect();
+    let started = std::time::Instant::now();
+    let out = thrive_sampler::generate(&model, &prompts, &mut rngs, enc.eos(), &settings)?;
+    let new_tokens: usize = out.iter().map(Vec::len).sum();
+    for (prompt, ids) in a.prompt.iter().zip(&out) {
+        let text = enc.tokenizer().decode(ids, true).map_err(|e| anyhow::anyhow!("decoding: {e}"))?;
+        println!("{prompt}{text}\n");
+    }
+    let secs = started.elapsed().as_secs_f64();
+    tracing::info!("{new_tokens} new tokens in {secs:.1} s ({:.1} tokens/s)", new_tokens as f64 / secs.max(1e-9));
+    Ok(())
 }

@@ -7,7 +7,7 @@ use thrive_core::Workflow;
 use thrive_orchestrator::to_sft;
 use thrive_pool::{BatchKey, Pick, Pool, View};
 use thrive_sft::{
-    device_for, read_jsonl, resolve_model_dir, train, Example, Gemma2, RunControl, SftSettings, TextEncoder,
+    device_for, read_jsonl, resolve_model_dir, train, Example, Gemma, RunControl, SftSettings, TextEncoder,
     TrainConfig, LORA_TARGETS,
 };
 
@@ -40,7 +40,9 @@ impl DeviceKind {
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model: a local directory (config.json, tokenizer.json, safetensors) or a Hub id such as google/gemma-2-2b.
+    /// Model: a local directory (config.json, tokenizer.json, safetensors), a Gemma 3 .gguf file (dequantized
+    /// once into <stem>-thrive/ beside it; scripts/fetch-gemma3.sh fetches Gemma 3 270M) or a Hub id such as
+    /// google/gemma-2-2b.
     #[arg(long)]
     model: String,
     /// Output directory: checkpoints, metrics.parquet, adapter/, merged/ and a manifest.
@@ -150,7 +152,7 @@ pub fn run(a: Args) -> Result<()> {
     let enc = TextEncoder::from_file(&model_dir.join("tokenizer.json"))?;
     let (train_set, valid_set, data_desc) = load_data(&a)?;
     tracing::info!("{} training and {} validation examples from {data_desc}", train_set.len(), valid_set.len());
-    let mut model = Gemma2::load(&model_dir, dtype, &device)?;
+    let mut model = Gemma::load(&model_dir, dtype, &device)?;
 
     let control = RunControl {
         resume: a.resume,

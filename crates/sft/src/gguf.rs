@@ -1,0 +1,183 @@
+//! A Gemma 3 GGUF file as a model directory: `config.json` (transformers' `gemma3_text`, built
+//! from the GGUF metadata), `model.safetensors` (every tensor dequantized to f32 under
+//! transformers' names) and `tokenizer.json` (rebuilt from the SentencePiece vocabulary). Training
+//! (LoRA on the frozen dequantized weights, or full), sampling and export then read it like any
+//! other model directory.
+//!
+//! llama.cpp stores Gemma's RMSNorm weights as w + 1 (the norm scales by 1 + w); they are written
+//! back as w, as transformers' GGUF loader does. Gemma's q and k weights are not permuted by
+//! llama.cpp's converter (it uses NeoX-style RoPE for Gemma), so they are copied as they are.
+
+use crate::gguf_tokenizer::{read_gguf, tokenizer_from_gguf};
+use crate::{Error, Result};
+use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::{Device, Tensor};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// llama.cpp tensor name (after `blk.N.`) → transformers name (after `model.layers.N.`), and
+/// whether it is a norm stored as w + 1.
+const LAYER_TENSORS: [(&str, &str, bool); 13] = [
+    ("attn_q.weight", "self_attn.q_proj.weight", false),
+    ("attn_k.weight", "self_attn.k_proj.weight", false),
+    ("attn_v.weight", "self_attn.v_proj.weight", false),
+    ("attn_output.weight", "self_attn.o_proj.weight", false),
+    ("ffn_gate.weight", "mlp.gate_proj.weight", false),
+    ("ffn_up.weight", "mlp.up_proj.weight", false),
+    ("ffn_down.weight", "mlp.down_proj.weight", false),
+    ("attn_norm.weight", "input_layernorm.weight", true),
+    ("post_attention_norm.weight", "post_attention_layernorm.weight", true),
+    ("ffn_norm.weight", "pre_feedforward_layernorm.weight", true),
+    ("post_ffw_norm.weight", "post_feedforward_layernorm.weight", true),
+    ("attn_q_norm.weight", "self_attn.q_norm.weight", true),
+    ("attn_k_norm.weight", "self_attn.k_norm.weight", true),
+];
+
+/// The model directory of a GGUF file, converted once into `<file stem>-thrive/` beside it and
+/// converted again when the file changes (size or modification time).
+pub fn gguf_model_dir(path: &Path) -> Result<PathBuf> {
+    let meta = std::fs::metadata(path).map_err(|source| Error::Io { path: path.into(), source })?;
+    let stamp = serde_json::json!({
+        "gguf": path.canonicalize().unwrap_or_else(|_| path.into()).display().to_string(),
+        "size": meta.len(),
+        "modified": meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs()),
+    });
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+    let dir = path.with_file_name(format!("{stem}-thrive"));
+    let stamp_file = dir.join("source.json");
+    let current =
+        std::fs::read_to_string(&stamp_file).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+    if current.as_ref() == Some(&stamp) {
+        return Ok(dir);
+    }
+    tracing::info!(gguf = %path.display(), out = %dir.display(), "converting GGUF to a model directory (once)");
+    // Build beside the target and rename, so a killed conversion leaves nothing half-written.
+    let tmp = path.with_file_name(format!(".{stem}-thrive.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let result = convert_gguf(path, &tmp).and_then(|()| {
+        let text = serde_json::to_string_pretty(&stamp).expect("JSON");
+        std::fs::write(tmp.join("source.json"), text)
+            .map_err(|source| Error::Io { path: tmp.join("source.json"), source })?;
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|source| Error::Io { path: dir.clone(), source })?;
+        }
+        std::fs::rename(&tmp, &dir).map_err(|source| Error::Io { path: dir.clone(), source })
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result.map(|()| dir)
+}
+
+/// Writes the model directory of the Gemma 3 GGUF file `path` into `out`.
+pub fn convert_gguf(path: &Path, out: &Path) -> Result<()> {
+    let (content, mut file) = read_gguf(path)?;
+    let arch = string(&content, "general.architecture")?;
+    if arch != "gemma3" {
+        return Err(Error::BadGguf {
+            key: "general.architecture".into(),
+            message: format!("is `{arch}` in {}; only gemma3 GGUF files are supported", path.display()),
+        });
+    }
+    std::fs::create_dir_all(out).map_err(|source| Error::Io { path: out.into(), source })?;
+    let cpu = Device::Cpu;
+    let mut tensors: HashMap<String, Tensor> = HashMap::new();
+    let mut read = |name: &str, norm: bool| -> Result<Tensor> {
+        let q = content
+            .tensor(&mut file, name, &cpu)
+            .map_err(|e| Error::bad_model(path, format!("tensor `{name}`: {e}")))?;
+        let t = q.dequantize(&cpu).map_err(|e| Error::bad_model(path, format!("dequantizing `{name}`: {e}")))?;
+        Ok(if norm { (t - 1.0)? } else { t })
+    };
+    let layers = usize_of(&content, "gemma3.block_count")?;
+    let embed = read("token_embd.weight", false)?;
+    let vocab = embed.dims2()?.0;
+    tensors.insert("model.embed_tokens.weight".into(), embed);
+    tensors.insert("model.norm.weight".into(), read("output_norm.weight", true)?);
+    for i in 0..layers {
+        for (gguf, hf, norm) in LAYER_TENSORS {
+            tensors.insert(format!("model.layers.{i}.{hf}"), read(&format!("blk.{i}.{gguf}"), norm)?);
+        }
+    }
+    if content.tensor_infos.contains_key("output.weight") {
+        return Err(Error::bad_model(path, "has an untied output.weight; Gemma ties it to the embedding"));
+    }
+
+    let config = config_json(&content, vocab)?;
+    let write_err = |p: &Path, e: String| Error::bad_model(p, format!("writing: {e}"));
+    let config_path = out.join("config.json");
+    std::fs::write(&config_path, serde_json::to_string_pretty(&config).expect("JSON"))
+        .map_err(|source| Error::Io { path: config_path.clone(), source })?;
+    let weights = out.join("model.safetensors");
+    candle_core::safetensors::save(&tensors, &weights).map_err(|e| write_err(&weights, e.to_string()))?;
+    let tokenizer = out.join("tokenizer.json");
+    tokenizer_from_gguf(&content)?.save(&tokenizer, false).map_err(|e| write_err(&tokenizer, e.to_string()))?;
+    Ok(())
+}
+
+/// transformers' `Gemma3TextConfig` of the file (what its GGUF loader builds): the local layers'
+/// RoPE base (10,000), the every-sixth-layer global pattern and the attention scale (head_dim)
+/// are Gemma 3's constants, which llama.cpp does not store either.
+fn config_json(content: &Content, vocab: usize) -> Result<serde_json::Value> {
+    let layers = usize_of(content, "gemma3.block_count")?;
+    let head_dim = usize_of(content, "gemma3.attention.key_length")?;
+    let layer_types: Vec<&str> =
+        (0..layers).map(|i| if (i + 1) % 6 == 0 { "full_attention" } else { "sliding_attention" }).collect();
+    let id =
+        |key: &str, default: u64| content.metadata.get(key).and_then(|v| v.to_u32().ok()).map_or(default, u64::from);
+    Ok(serde_json::json!({
+        "architectures": ["Gemma3ForCausalLM"],
+        "model_type": "gemma3_text",
+        "vocab_size": vocab,
+        "hidden_size": usize_of(content, "gemma3.embedding_length")?,
+        "intermediate_size": usize_of(content, "gemma3.feed_forward_length")?,
+        "num_hidden_layers": layers,
+        "num_attention_heads": usize_of(content, "gemma3.attention.head_count")?,
+        "num_key_value_heads": usize_of(content, "gemma3.attention.head_count_kv")?,
+        "head_dim": head_dim,
+        "query_pre_attn_scalar": head_dim,
+        "rms_norm_eps": f64_of(content, "gemma3.attention.layer_norm_rms_epsilon")?,
+        "sliding_window": usize_of(content, "gemma3.attention.sliding_window")?,
+        "layer_types": layer_types,
+        "rope_parameters": {
+            "full_attention": {"rope_type": "default", "rope_theta": f64_of(content, "gemma3.rope.freq_base")?},
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+        },
+        "max_position_embeddings": usize_of(content, "gemma3.context_length")?,
+        "attn_logit_softcapping": null,
+        "final_logit_softcapping": null,
+        "hidden_activation": "gelu_pytorch_tanh",
+        "tie_word_embeddings": true,
+        "bos_token_id": id("tokenizer.ggml.bos_token_id", 2),
+        "eos_token_id": id("tokenizer.ggml.eos_token_id", 1),
+        "pad_token_id": id("tokenizer.ggml.padding_token_id", 0),
+        "dtype": "float32",
+    }))
+}
+
+fn get<'a>(content: &'a Content, key: &str) -> Result<&'a Value> {
+    content.metadata.get(key).ok_or_else(|| Error::BadGguf { key: key.into(), message: "missing".into() })
+}
+
+fn string<'a>(content: &'a Content, key: &str) -> Result<&'a str> {
+    get(content, key)?
+        .to_string()
+        .map(String::as_str)
+        .map_err(|e| Error::BadGguf { key: key.into(), message: e.to_string() })
+}
+
+fn usize_of(content: &Content, key: &str) -> Result<usize> {
+    let v = get(content, key)?;
+    v.to_u32()
+        .map(|x| x as usize)
+        .or_else(|_| v.to_u64().map(|x| x as usize))
+        .map_err(|e| Error::BadGguf { key: key.into(), message: format!("not an unsigned integer: {e}") })
+}
+
+fn f64_of(content: &Content, key: &str) -> Result<f64> {
+    let v = get(content, key)?;
+    v.to_f32()
+        .map(f64::from)
+        .or_else(|_| v.to_f64())
+        .map_err(|e| Error::BadGguf { key: key.into(), message: format!("not a number: {e}") })
+}
