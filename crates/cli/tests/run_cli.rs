@@ -12,7 +12,12 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn write_config(dir: &Path, name: &str) -> PathBuf {
+/// The generation loop's section of the run file.
+const GENERATIONS: &str = "[run]\nworkflows = [\"replace\", \"accumulate\"]\ngenerations = 3\nchains = [1]\n";
+/// A value-of-synthetic grid instead (10 cells, one source).
+const VALUE: &str = "[value]\nnum_real = [0, 8, 16]\nnum_synthetic = [0, 8, 16]\nsources = [1]\nseeds = [0]\n";
+
+fn write_config(dir: &Path, name: &str, kind: &str) -> PathBuf {
     let text = format!(
         r#"
 out = "{name}"
@@ -20,12 +25,10 @@ model = "{model}"
 device = "cpu"
 [data]
 helpsteer2 = "{data}"
-[run]
-workflows = ["replace", "accumulate"]
-generations = 3
-chains = [1]
+{kind}
 [sft]
 lr = 1e-2
+warmup_ratio = 0.0
 lora_rank = 4
 lora_alpha = 8.0
 lora_dropout = 0.1
@@ -72,17 +75,20 @@ fn pool_rows(dir: &Path) -> Vec<(String, String, String, String)> {
     v
 }
 
-#[test]
-fn killed_runs_end_like_uninterrupted_ones() {
-    let tmp = tempfile::tempdir().unwrap();
-    let whole = write_config(tmp.path(), "whole");
+/// Runs `kind` once uninterrupted (`whole/`) and once killed with SIGKILL at pseudo-random moments
+/// spread over the run's length and restarted each time (`killed/`); returns the number of kills.
+fn run_whole_and_killed(dir: &Path, kind: &str) -> usize {
+    // The kill times are fractions of the uninterrupted run's time: the two kill tests must not
+    // share the cores, or one's timing says nothing about the other's.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let whole = write_config(dir, "whole", kind);
     let started = Instant::now();
     let out = thrive(&["run", whole.to_str().unwrap()]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let full_time = started.elapsed();
 
-    // Kill at pseudo-random moments spread over the run's length, then let it finish.
-    let killed = write_config(tmp.path(), "killed");
+    let killed = write_config(dir, "killed", kind);
     let mut state: u64 = 0x2545F4914F6CDD1D;
     let mut kills = 0;
     loop {
@@ -118,6 +124,18 @@ fn killed_runs_end_like_uninterrupted_ones() {
         }
     }
     assert!(kills >= 3, "only {kills} kills: the run finished too fast to test");
+    kills
+}
+
+fn status_json(dir: &Path) -> serde_json::Value {
+    let out = thrive(&["status", dir.to_str().unwrap(), "--json"]).stdout(Stdio::piped()).output().unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn killed_runs_end_like_uninterrupted_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let kills = run_whole_and_killed(tmp.path(), GENERATIONS);
     let a = ResultsTable::read_parquet(&tmp.path().join("whole/results.parquet")).unwrap();
     let b = ResultsTable::read_parquet(&tmp.path().join("killed/results.parquet")).unwrap();
     assert_eq!(a.runs.len(), 2);
@@ -129,11 +147,7 @@ fn killed_runs_end_like_uninterrupted_ones() {
     assert!(a == b, "the pools differ after {kills} kills");
 
     // status and report on the finished run.
-    let out = thrive(&["status", tmp.path().join("killed").to_str().unwrap(), "--json"])
-        .stdout(Stdio::piped())
-        .output()
-        .unwrap();
-    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s = status_json(&tmp.path().join("killed"));
     assert_eq!(s["done"], s["total"]);
     assert_eq!(s["total"], 10);
     let out = thrive(&["report", tmp.path().join("killed").to_str().unwrap()]).stdout(Stdio::piped()).output().unwrap();
@@ -142,9 +156,28 @@ fn killed_runs_end_like_uninterrupted_ones() {
 }
 
 #[test]
+fn killed_value_grids_end_like_uninterrupted_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let kills = run_whole_and_killed(tmp.path(), VALUE);
+    let a = ResultsTable::read_parquet(&tmp.path().join("whole/results.parquet")).unwrap();
+    let b = ResultsTable::read_parquet(&tmp.path().join("killed/results.parquet")).unwrap();
+    assert_eq!((a.setting.as_str(), a.runs.len()), ("lm-value", 9));
+    // (As text: the empty cell's train_loss is NaN.)
+    assert_eq!(format!("{:?}", a.runs), format!("{:?}", b.runs), "the cells differ after {kills} kills");
+    assert!(pool_rows(&tmp.path().join("whole")) == pool_rows(&tmp.path().join("killed")));
+    let s = status_json(&tmp.path().join("killed"));
+    assert_eq!((s["done"].clone(), s["total"].clone()), (serde_json::json!(11), serde_json::json!(11)));
+    let out = thrive(&["report", tmp.path().join("killed").to_str().unwrap()]).stdout(Stdio::piped()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("num_real \\ num_synthetic"), "{table}");
+    assert!(tmp.path().join("killed/results-figures/value-eval-loss-heatmap.png").exists());
+}
+
+#[test]
 fn bad_run_files_fail_clearly() {
     let tmp = tempfile::tempdir().unwrap();
-    let path = write_config(tmp.path(), "bad");
+    let path = write_config(tmp.path(), "bad", GENERATIONS);
     let text = std::fs::read_to_string(&path).unwrap().replace("[sampling]", "[sampling]\ncuont = 3");
     std::fs::write(&path, text).unwrap();
     let out = thrive(&["run", path.to_str().unwrap()]).output().unwrap();

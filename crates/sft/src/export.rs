@@ -1,5 +1,6 @@
 //! Export of a trained model: a PEFT adapter (`adapter/`) that `peft.PeftModel.from_pretrained`
-//! loads, and merged weights (`merged/`, with config.json and tokenizer.json) that `from_pretrained` loads as a plain Gemma 2 or Gemma 3.
+//! loads, and merged weights (`merged/`, with config.json and tokenizer.json) that
+//! `from_pretrained` loads as a plain Gemma 2 or Gemma 3.
 
 use crate::data::TextEncoder;
 use crate::model::Gemma;
