@@ -3,37 +3,14 @@
 //! export as jsonl and Parquet, and bad input (clear error naming the file/column/flag, non-zero
 //! exit, nothing written).
 
+mod common;
+use common::*;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use thrive_core::Workflow;
 use thrive_pool::{BatchKey, Example, Pool, PoolWriter, Provenance};
 
-fn thrive(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_thrive")).args(["--log", "warn"]).args(args).output().expect("run thrive")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = thrive(args);
-    assert!(o.status.success(), "{args:?} failed:\n{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).unwrap()
-}
-
-fn fails(args: &[&str], needles: &[&str]) {
-    let o = thrive(args);
-    assert!(!o.status.success(), "{args:?} succeeded");
-    let err = String::from_utf8_lossy(&o.stderr);
-    for n in needles {
-        assert!(err.contains(n), "{args:?}: expected `{n}` in:\n{err}");
-    }
-    assert!(!err.contains("panicked"), "{args:?} panicked:\n{err}");
-}
-
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../pool/tests/fixtures")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 fn add_synthetic(dir: &Path, generations: u32) {

@@ -2,15 +2,13 @@
 //! each time ends with the same results and the same pool as an uninterrupted run (same rows,
 //! sampled by byte-identical adapters). Also `thrive status` and `thrive report RUN`.
 
+mod common;
+use common::root;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use thrive_core::ResultsTable;
 use thrive_pool::Pool;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 /// The generation loop's section of the run file.
 const GENERATIONS: &str = "[run]\nworkflows = [\"replace\", \"accumulate\"]\ngenerations = 3\nchains = [1]\n";

@@ -2,38 +2,8 @@
 //! answer the pool's prompts into the pool, trace a row's lineage back to the adapter, train
 //! generation 2 on the Accumulate view (real + synthetic), and refuse bad requests.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn thrive(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_thrive")).args(["--log", "warn"]).args(args).output().expect("run thrive")
-}
-
-fn ok<S: AsRef<str>>(args: &[S]) -> String {
-    let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
-    let o = thrive(&args);
-    assert!(o.status.success(), "{args:?} failed:\n{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).unwrap()
-}
-
-fn fails<S: AsRef<str>>(args: &[S], needles: &[&str]) {
-    let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
-    let o = thrive(&args);
-    assert!(!o.status.success(), "{args:?} succeeded");
-    let err = String::from_utf8_lossy(&o.stderr);
-    for n in needles {
-        assert!(err.contains(n), "{args:?}: expected `{n}` in:\n{err}");
-    }
-    assert!(!err.contains("panicked"), "{args:?} panicked:\n{err}");
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+mod common;
+use common::*;
 
 #[test]
 fn two_generations_through_the_pool() {

@@ -2,36 +2,9 @@
 //! random Gemma 2 of the sft parity tests, a short LoRA run that lowers the validation loss, a
 //! run stopped and resumed through the CLI, and bad flags with clear errors.
 
+mod common;
+use common::*;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn thrive(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_thrive")).args(["--log", "warn"]).args(args).output().expect("run thrive")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = thrive(args);
-    assert!(o.status.success(), "{args:?} failed:\n{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).unwrap()
-}
-
-fn fails(args: &[&str], needles: &[&str]) {
-    let o = thrive(args);
-    assert!(!o.status.success(), "{args:?} succeeded");
-    let err = String::from_utf8_lossy(&o.stderr);
-    for n in needles {
-        assert!(err.contains(n), "{args:?}: expected `{n}` in:\n{err}");
-    }
-    assert!(!err.contains("panicked"), "{args:?} panicked:\n{err}");
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// A pool holding the fixture's real train and validation splits.
 fn pool(dir: &Path) -> PathBuf {
