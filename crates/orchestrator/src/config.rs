@@ -196,6 +196,15 @@ impl RunConfig {
         }
     }
 
+    /// The same configuration with the generation loop's defaults written out (a file without
+    /// `[run]` means them), for comparing configurations.
+    pub fn normalized(mut self) -> Self {
+        if self.value.is_none() && self.run.is_none() {
+            self.run = Some(LoopConfig::default());
+        }
+        self
+    }
+
     /// The generation loop's settings (defaults where the file has no `[run]`).
     pub fn generation_loop(&self) -> LoopConfig {
         self.run.clone().unwrap_or_default()

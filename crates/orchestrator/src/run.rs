@@ -238,21 +238,21 @@ pub fn run(cfg: &RunConfig) -> Result<ResultsTable> {
     let dir = RunDir { root: cfg.out.clone() };
     std::fs::create_dir_all(&dir.root).map_err(io(&dir.root))?;
     let _lock = RunLock::take(&dir.root)?;
-    // The configuration a run directory was started with is the only one it continues with.
+    // The configuration a run directory was started with is the only one it continues with
+    // (compared with the generation loop's defaults filled in, as older files recorded them).
     let recorded = dir.config();
-    if recorded.exists() {
+    let started = recorded.exists();
+    if started {
         let text = std::fs::read_to_string(&recorded).map_err(io(&recorded))?;
         let before: RunConfig =
             serde_json::from_str(&text).map_err(|e| Error::Invalid(format!("{}: {e}", recorded.display())))?;
-        if before != *cfg {
+        if before.normalized() != cfg.clone().normalized() {
             return Err(Error::Invalid(format!(
                 "{} was started with another configuration ({}); use a new `out` to change settings",
                 dir.root.display(),
                 recorded.display()
             )));
         }
-    } else {
-        write_json(&recorded, cfg)?;
     }
 
     let (device, dtype) = thrive_sft::device_for(&cfg.device)?;
@@ -276,6 +276,11 @@ pub fn run(cfg: &RunConfig) -> Result<ResultsTable> {
                 "value.num_real: {most} is more than the {rows} rows of the real training split"
             )));
         }
+    }
+    // Recorded only once the settings are known to work with the data, so that a run file fixed
+    // after an error here is not refused as another configuration.
+    if !started {
+        write_json(&recorded, cfg)?;
     }
     let ctx = Context {
         cfg,

@@ -180,4 +180,7 @@ fn value_grid_files_name_their_bad_keys() {
     let cfg = RunConfig::from_toml(&text, Path::new("run.toml")).unwrap();
     let e = run(&cfg).unwrap_err().to_string();
     assert!(e.contains("value.num_real") && e.contains("6000"), "{e}");
+    // Fixed, the same directory runs (the failed attempt recorded no configuration).
+    let fixed = RunConfig::from_toml(&text.replace("num_real = [0, 6000]", "num_real = [0, 8]"), Path::new("run.toml"));
+    assert_eq!(run(&fixed.unwrap()).unwrap().runs.len(), 1 + 2 + 4);
 }
