@@ -8,9 +8,9 @@
 //! back as w, as transformers' GGUF loader does. Gemma's q and k weights are not permuted by
 //! llama.cpp's converter (it uses NeoX-style RoPE for Gemma), so they are copied as they are.
 
-use crate::gguf_tokenizer::{read_gguf, tokenizer_from_gguf};
+use crate::gguf_tokenizer::{bad, get, read_gguf, string, tokenizer_from_gguf};
 use crate::{Error, Result};
-use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::quantized::gguf_file::Content;
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -74,10 +74,10 @@ pub fn convert_gguf(path: &Path, out: &Path) -> Result<()> {
     let (content, mut file) = read_gguf(path)?;
     let arch = string(&content, "general.architecture")?;
     if arch != "gemma3" {
-        return Err(Error::BadGguf {
-            key: "general.architecture".into(),
-            message: format!("is `{arch}` in {}; only gemma3 GGUF files are supported", path.display()),
-        });
+        return Err(bad(
+            "general.architecture",
+            format!("is `{arch}` in {}; only gemma3 GGUF files are supported", path.display()),
+        ));
     }
     std::fs::create_dir_all(out).map_err(|source| Error::Io { path: out.into(), source })?;
     let cpu = Device::Cpu;
@@ -155,29 +155,15 @@ fn config_json(content: &Content, vocab: usize) -> Result<serde_json::Value> {
     }))
 }
 
-fn get<'a>(content: &'a Content, key: &str) -> Result<&'a Value> {
-    content.metadata.get(key).ok_or_else(|| Error::BadGguf { key: key.into(), message: "missing".into() })
-}
-
-fn string<'a>(content: &'a Content, key: &str) -> Result<&'a str> {
-    get(content, key)?
-        .to_string()
-        .map(String::as_str)
-        .map_err(|e| Error::BadGguf { key: key.into(), message: e.to_string() })
-}
-
 fn usize_of(content: &Content, key: &str) -> Result<usize> {
     let v = get(content, key)?;
     v.to_u32()
         .map(|x| x as usize)
         .or_else(|_| v.to_u64().map(|x| x as usize))
-        .map_err(|e| Error::BadGguf { key: key.into(), message: format!("not an unsigned integer: {e}") })
+        .map_err(|e| bad(key, format!("not an unsigned integer: {e}")))
 }
 
 fn f64_of(content: &Content, key: &str) -> Result<f64> {
     let v = get(content, key)?;
-    v.to_f32()
-        .map(f64::from)
-        .or_else(|_| v.to_f64())
-        .map_err(|e| Error::BadGguf { key: key.into(), message: format!("not a number: {e}") })
+    v.to_f32().map(f64::from).or_else(|_| v.to_f64()).map_err(|e| bad(key, format!("not a number: {e}")))
 }

@@ -194,7 +194,7 @@ fn merges(tokens: &[String], scores: &[f32], types: &[i32]) -> Vec<(String, Stri
     found.into_iter().map(|(_, _, l, r)| (l.to_string(), r.to_string())).collect()
 }
 
-fn bad(key: &str, message: impl std::fmt::Display) -> Error {
+pub(crate) fn bad(key: &str, message: impl std::fmt::Display) -> Error {
     Error::BadGguf { key: key.to_string(), message: message.to_string() }
 }
 
@@ -206,11 +206,11 @@ fn replace(from: &str, to: &str) -> Result<Replace> {
     Replace::new(from, to).map_err(tok_err)
 }
 
-fn get<'a>(content: &'a Content, key: &str) -> Result<&'a Value> {
+pub(crate) fn get<'a>(content: &'a Content, key: &str) -> Result<&'a Value> {
     content.metadata.get(key).ok_or_else(|| bad(key, "missing"))
 }
 
-fn string<'a>(content: &'a Content, key: &str) -> Result<&'a str> {
+pub(crate) fn string<'a>(content: &'a Content, key: &str) -> Result<&'a str> {
     get(content, key)?.to_string().map(String::as_str).map_err(|e| bad(key, e))
 }
 

@@ -5,10 +5,12 @@
 //! the LoRA adapters' gradients, and KV-cached decoding against the full forward pass.
 //! Tolerances as in parity.rs (f32 on CPU both sides).
 
+mod common;
 use candle_core::{DType, Device, Tensor};
+use common::*;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use thrive_sft::{next_token_loss, Batch, Gemma, KvCache, LoraConfig};
+use thrive_sft::{next_token_loss, Gemma, KvCache, LoraConfig};
 
 fn fixture() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-gemma3")
@@ -16,25 +18,6 @@ fn fixture() -> PathBuf {
 
 fn reference() -> HashMap<String, Tensor> {
     candle_core::safetensors::load(fixture().join("reference.safetensors"), &Device::Cpu).unwrap()
-}
-
-fn batch(r: &HashMap<String, Tensor>) -> Batch {
-    let ids = r["input_ids"].to_dtype(DType::U32).unwrap();
-    let mask: Vec<Vec<u8>> = r["attention_mask"]
-        .to_vec2::<i64>()
-        .unwrap()
-        .into_iter()
-        .map(|row| row.into_iter().map(|m| m as u8).collect())
-        .collect();
-    Batch { input_ids: ids, attention_mask: mask.clone(), target_mask: mask }
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
-}
-
-fn max_abs(a: &Tensor) -> f32 {
-    a.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
 }
 
 fn load() -> Gemma {

@@ -7,7 +7,9 @@
 //! it the test says it is skipped and passes, unless `THRIVE_GEMMA3_GGUF` is set. The `tiny_*` tests
 //! need no file: they build a tokenizer from a made-up vocabulary of a few hundred pieces.
 
+mod common;
 use candle_core::quantized::gguf_file::{Content, Value, VersionedMagic};
+use common::*;
 use serde::Deserialize;
 use std::path::PathBuf;
 use thrive_sft::{read_gguf, tokenizer_from_gguf};
@@ -36,25 +38,6 @@ struct Case {
 fn fixture() -> Fixture {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gemma3_tokenizer.json");
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-}
-
-/// The GGUF, or None (test skipped) when it is absent and no one asked for it by name.
-fn gguf() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("THRIVE_GEMMA3_GGUF") {
-        let path = PathBuf::from(path);
-        assert!(path.is_file(), "THRIVE_GEMMA3_GGUF={} does not exist", path.display());
-        return Some(path);
-    }
-    let cache = std::env::var_os("THRIVE_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/thrive")))?;
-    let path = cache.join("gemma3-270m/gemma-3-270m-q4_k_m.gguf");
-    if path.is_file() {
-        Some(path)
-    } else {
-        println!("skipped: {} is missing; run scripts/fetch-gemma3.sh", path.display());
-        None
-    }
 }
 
 fn tokenizer(path: &PathBuf) -> Tokenizer {

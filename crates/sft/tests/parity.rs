@@ -7,10 +7,12 @@
 //! relative to each tensor's largest entry (backward chains more reductions), losses after AdamW
 //! steps 1e-4 relative (Adam divides by √v, which amplifies tiny gradient differences at step 1).
 
+mod common;
 use candle_core::{DType, Device, Tensor};
+use common::*;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use thrive_sft::{next_token_loss, AdamW, AdamWParams, Batch, Gemma, LoraConfig};
+use thrive_sft::{next_token_loss, AdamW, AdamWParams, Gemma, LoraConfig};
 
 fn fixture() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-gemma2")
@@ -26,25 +28,6 @@ fn lora_model() -> Gemma {
     model.add_lora(&cfg, &mut thrive_core::Seeds::new(0).stream(thrive_core::Stream::Training(0))).unwrap();
     model.load_lora_weights(&fixture().join("adapter/adapter_model.safetensors")).unwrap();
     model
-}
-
-fn batch(r: &HashMap<String, Tensor>) -> Batch {
-    let ids = r["input_ids"].to_dtype(DType::U32).unwrap();
-    let mask: Vec<Vec<u8>> = r["attention_mask"]
-        .to_vec2::<i64>()
-        .unwrap()
-        .into_iter()
-        .map(|row| row.into_iter().map(|m| m as u8).collect())
-        .collect();
-    Batch { input_ids: ids, attention_mask: mask.clone(), target_mask: mask }
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
-}
-
-fn max_abs(a: &Tensor) -> f32 {
-    a.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
 }
 
 #[test]
