@@ -49,6 +49,9 @@ enum Command {
     Status(cmd::run::StatusArgs),
     /// Draw figures and a summary table from a results file.
     Report(cmd::report::Args),
+    /// Compare a device against the CPU on small models: logits, loss, LoRA gradients, greedy
+    /// tokens (scripts/device-check.sh).
+    CheckDevice(cmd::check_device::Args),
 }
 
 fn main() -> ExitCode {
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cmd::run::run(args),
         Command::Status(args) => cmd::run::status(args),
         Command::Report(args) => cmd::report::run(args),
+        Command::CheckDevice(args) => cmd::check_device::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -30,6 +30,10 @@ pub struct RunConfig {
     /// `auto` (CUDA when built with it and present), `cpu` or `cuda`.
     #[serde(default = "default_device")]
     pub device: String,
+    /// `f32` or `bf16` for the frozen weights and activations (default: bf16 on CUDA, f32 on
+    /// the CPU); trained tensors are f32 either way.
+    #[serde(default)]
+    pub dtype: Option<String>,
 }
 
 /// The real data.
@@ -249,6 +253,11 @@ impl RunConfig {
         }
         if !["auto", "cpu", "cuda"].contains(&self.device.as_str()) {
             return Err(format!("device: `{}` is not auto, cpu or cuda", self.device));
+        }
+        if let Some(d) = &self.dtype {
+            if !["auto", "f32", "bf16"].contains(&d.as_str()) {
+                return Err(format!("dtype: `{d}` is not auto, f32 or bf16"));
+            }
         }
         self.train_config(0, 1)?;
         self.sampler_settings()?;

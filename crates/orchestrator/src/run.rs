@@ -255,7 +255,7 @@ pub fn run(cfg: &RunConfig) -> Result<ResultsTable> {
         }
     }
 
-    let (device, dtype) = thrive_sft::device_for(&cfg.device)?;
+    let (device, dtype) = thrive_sft::device_for(&cfg.device, cfg.dtype.as_deref())?;
     let base_dir = resolve_model_dir(&cfg.model)?;
     let tokenizer_path = base_dir.join("tokenizer.json");
     let enc = TextEncoder::from_file(&tokenizer_path)?;
@@ -462,8 +462,11 @@ impl Context<'_> {
         if train_set.is_empty() {
             return Err(Error::Invalid(format!("{}: empty training set", describe(step))));
         }
-        let mut model = Gemma::load(from, self.dtype, self.device)?;
         let train_cfg = self.cfg.train_config(seed, generation).map_err(Error::Invalid)?;
+        let mut model = match train_cfg.mode {
+            thrive_sft::Mode::Full => Gemma::load_full(from, self.dtype, self.device)?,
+            thrive_sft::Mode::Lora(_) => Gemma::load(from, self.dtype, self.device)?,
+        };
         let resume = std::fs::read_dir(&out)
             .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("checkpoint-")))
             .unwrap_or(false);

@@ -3,6 +3,7 @@
 use crate::{Error, Result};
 use candle_core::Tensor;
 use rand::Rng as _;
+use rayon::prelude::*;
 use thrive_core::{Rng, Seeds, Stream};
 use thrive_sft::{Gemma, KvCache};
 
@@ -163,14 +164,21 @@ pub fn generate(
     let mut done = vec![false; b];
     let mut next_pos: Vec<u32> = prompts.iter().map(|p| p.len() as u32).collect();
     for step in 0..s.max_new_tokens {
-        let rows: Vec<Vec<f32>> = logits.to_vec2()?;
+        // One row per task: each row has its own stream, so threads do not change the result.
+        let vocab = logits.dim(1)?;
+        let flat: Vec<f32> = logits.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?;
+        let picked: Vec<Option<u32>> = flat
+            .par_chunks(vocab)
+            .zip(rngs.par_iter_mut())
+            .zip(done.par_iter())
+            .map(|((row, rng), &d)| (!d).then(|| choose_token(row, s, rng)))
+            .collect();
         let mut next = Vec::with_capacity(b);
-        for i in 0..b {
-            if done[i] {
+        for (i, t) in picked.into_iter().enumerate() {
+            let Some(t) = t else {
                 next.push(eos);
                 continue;
-            }
-            let t = choose_token(&rows[i], s, &mut rngs[i]);
+            };
             if t == eos && !s.ignore_eos {
                 done[i] = true;
             } else {

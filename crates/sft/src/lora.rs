@@ -1,5 +1,6 @@
 //! LoRA: a frozen linear layer plus a trainable low-rank update B·A, as PEFT defines it.
 
+use crate::ops::frozen_linear;
 use crate::Result;
 use candle_core::{DType, Device, Tensor, Var};
 use rand::Rng as _;
@@ -86,20 +87,22 @@ impl LoraLinear {
     }
 
     /// Applies the layer to `x` (…, in). `dropout_rng` is `Some` while training with dropout.
+    /// The update is computed in x's dtype (as autocast would) from the f32 masters, so no f32
+    /// copy of the input is made in bf16; a frozen base weight gets no gradient and no backward
+    /// work.
     pub fn forward(&self, x: &Tensor, dropout_rng: Option<&mut thrive_core::Rng>) -> Result<Tensor> {
-        let w = match &self.full {
-            Some(v) => v.as_tensor().to_dtype(x.dtype())?,
-            None => self.weight.clone(),
+        let y = match &self.full {
+            Some(v) => x.broadcast_matmul(&v.as_tensor().to_dtype(x.dtype())?.t()?)?,
+            None => frozen_linear(x, &self.weight)?,
         };
-        let y = x.broadcast_matmul(&w.t()?)?;
         let Some(l) = &self.lora else { return Ok(y) };
-        let xl = x.to_dtype(DType::F32)?;
         let xl = match dropout_rng {
-            Some(rng) if l.dropout > 0.0 => dropout(&xl, l.dropout, rng)?,
-            _ => xl,
+            Some(rng) if l.dropout > 0.0 => dropout(x, l.dropout, rng)?,
+            _ => x.clone(),
         };
-        let update = xl.broadcast_matmul(&l.a.as_tensor().t()?)?.broadcast_matmul(&l.b.as_tensor().t()?)?;
-        Ok((y + (update * l.scale)?.to_dtype(x.dtype())?)?)
+        let (a, b) = (l.a.as_tensor().to_dtype(x.dtype())?, l.b.as_tensor().to_dtype(x.dtype())?);
+        let update = xl.broadcast_matmul(&a.t()?)?.broadcast_matmul(&b.t()?)?;
+        Ok((y + (update * l.scale)?)?)
     }
 
     /// W + scale·B·A: the weight with the adapter merged in (for sampling and export).
@@ -124,6 +127,6 @@ fn dropout(x: &Tensor, p: f64, rng: &mut thrive_core::Rng) -> Result<Tensor> {
     let keep = 1.0 - p;
     let mask: Vec<f32> =
         (0..x.elem_count()).map(|_| if rng.random::<f64>() < keep { (1.0 / keep) as f32 } else { 0.0 }).collect();
-    let mask = Tensor::from_vec(mask, x.shape(), x.device())?;
+    let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
     Ok((x * mask)?)
 }

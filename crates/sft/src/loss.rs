@@ -2,8 +2,10 @@
 //! computed only at the positions that have a target (the vocabulary dominates memory).
 
 use crate::model::Gemma;
+use crate::ops::{recompute, GradSink, Recompute};
 use crate::Result;
-use candle_core::{DType, Tensor, D};
+use candle_core::{DType, Tensor, Var, D};
+use std::sync::Arc;
 
 /// A padded batch of token sequences (right padding).
 #[derive(Debug, Clone)]
@@ -16,12 +18,38 @@ pub struct Batch {
     pub target_mask: Vec<Vec<u8>>,
 }
 
+/// Logit values (rows × vocabulary) computed at once by the loss: 2²⁴ f32 values are 64 MiB, a
+/// chunk of 64 rows of Gemma's 262,144-token vocabulary.
+const LOSS_CHUNK_VALUES: usize = 1 << 24;
+
 /// Mean cross-entropy (nats per target token) of predicting each target token from the ones
 /// before it, and the number of target tokens. `dropout_rng` enables LoRA dropout.
 pub fn next_token_loss(
     model: &Gemma,
     batch: &Batch,
     dropout_rng: Option<&mut thrive_core::Rng>,
+) -> Result<(Tensor, usize)> {
+    loss_with(model, batch, dropout_rng, None, None)
+}
+
+/// [`next_token_loss`] with the logits computed `rows` target positions at a time (the default
+/// keeps a chunk near 2²⁴ values); the result does not depend on it. For tests.
+#[doc(hidden)]
+pub fn next_token_loss_in_chunks(model: &Gemma, batch: &Batch, rows: usize) -> Result<(Tensor, usize)> {
+    loss_with(model, batch, None, None, Some(rows))
+}
+
+/// The loss, optionally with gradient checkpointing (see [`Gemma::hidden_states_with`]).
+///
+/// The logits never exist for the whole batch: rows with a target are taken a chunk at a time,
+/// and each chunk's logits, soft-capping and log-softmax are recomputed in the backward pass
+/// instead of being kept.
+fn loss_with(
+    model: &Gemma,
+    batch: &Batch,
+    dropout_rng: Option<&mut thrive_core::Rng>,
+    checkpoint: Option<&GradSink>,
+    chunk_rows: Option<usize>,
 ) -> Result<(Tensor, usize)> {
     let (b, seq) = batch.input_ids.dims2()?;
     debug_assert_eq!(batch.attention_mask.len(), b);
@@ -40,13 +68,62 @@ pub fn next_token_loss(
     if n == 0 {
         return Err(crate::Error::Invalid("a batch with no target tokens".into()));
     }
-    let hidden = model.hidden_states(&batch.input_ids, &batch.attention_mask, dropout_rng)?;
+    let hidden = model.hidden_states_with(&batch.input_ids, &batch.attention_mask, dropout_rng, checkpoint)?;
     let hidden = hidden.reshape((b * seq, hidden.dim(D::Minus1)?))?;
     let device = hidden.device().clone();
     let picked = hidden.index_select(&Tensor::from_vec(rows, n, &device)?, 0)?;
-    let logits = model.logits_of(&picked)?;
-    let logp = candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32)?, D::Minus1)?;
-    let targets = Tensor::from_vec(targets, (n, 1), &device)?;
-    let nll = logp.gather(&targets, 1)?.neg()?;
-    Ok(((nll.sum_all()? / n as f64)?, n))
+    let chunk = chunk_rows.unwrap_or(LOSS_CHUNK_VALUES / model.cfg.vocab_size).max(1);
+    let mut total: Option<Tensor> = None;
+    for start in (0..n).step_by(chunk) {
+        let len = chunk.min(n - start);
+        let t = Tensor::from_vec(targets[start..start + len].to_vec(), (len, 1), &device)?;
+        let owned = model.clone();
+        // Summed negative log-likelihood of one chunk of rows.
+        let body = move |a: &[Tensor], _: Option<&mut thrive_core::Rng>| -> Result<Tensor> {
+            let logits = owned.logits_with(&a[0], a.get(1))?;
+            let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+            Ok(logp.gather(&t, 1)?.neg()?.sum_all()?)
+        };
+        let rows = picked.narrow(0, start, len)?;
+        let inputs: Vec<&Tensor> = match model.embed_var() {
+            Some(e) => vec![&rows, e.as_tensor()],
+            None => vec![&rows],
+        };
+        let (nll, _) = recompute("next-token-loss", &inputs, Arc::new(body), Recompute::default())?;
+        total = Some(match total {
+            None => nll,
+            Some(s) => (s + nll)?,
+        });
+    }
+    let total = total.expect("n > 0");
+    Ok(((total / n as f64)?, n))
+}
+
+/// One micro-batch's share of a step: the summed loss of its targets divided by `denominator`
+/// (the step's target count, so that micro-batches add up to the step's mean), its number of
+/// targets, and the gradient of the weighted loss for each of `vars` (zero where a
+/// variable gets none). With `checkpointing`, every decoder layer is recomputed in the backward
+/// pass; the gradients equal those without it.
+pub fn loss_and_grads(
+    model: &Gemma,
+    batch: &Batch,
+    dropout_rng: Option<&mut thrive_core::Rng>,
+    checkpointing: bool,
+    denominator: usize,
+    vars: &[Var],
+) -> Result<(f64, usize, Vec<Tensor>)> {
+    let sink = checkpointing.then(GradSink::default);
+    let (loss, n) = loss_with(model, batch, dropout_rng, sink.as_ref(), None)?;
+    let weighted = (loss * (n as f64 / denominator.max(1) as f64))?;
+    let value = weighted.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    let store = weighted.backward()?;
+    let mut grads = crate::optim::grads_of(&store, vars)?;
+    if let Some(sink) = &sink {
+        for (g, v) in grads.iter_mut().zip(vars) {
+            if let Some(extra) = sink.take(v) {
+                *g = (&*g + extra)?;
+            }
+        }
+    }
+    Ok((value, n, grads))
 }

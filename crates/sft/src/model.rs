@@ -5,10 +5,13 @@
 
 use crate::config::GemmaConfig;
 use crate::lora::{LoraConfig, LoraLinear};
+use crate::ops::{frozen_linear, recompute, GradSink, Recompute};
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor, Var, D};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
+use thrive_core::Rng;
 
 /// The linear layers of a decoder layer, in the order of `Layer`'s fields (transformers' names).
 const LINEAR_MODULES: [&str; 7] = [
@@ -36,16 +39,35 @@ struct RmsNorm {
 }
 
 impl RmsNorm {
+    /// (1 + w) · x / rms(x) over the last axis, in f32, back in x's dtype. Recomputed in the
+    /// backward pass rather than keeping its five intermediate tensors.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let dtype = x.dtype();
-        let x = x.to_dtype(DType::F32)?;
-        let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
-        let normed = x.broadcast_div(&(ms + self.eps)?.sqrt()?)?;
-        let scale = match &self.var {
-            Some(v) => (v.as_tensor() + 1.0)?,
-            None => self.scale.clone(),
+        let eps = self.eps;
+        let normalize = move |x: &Tensor, scale: &Tensor| -> Result<Tensor> {
+            let dtype = x.dtype();
+            let x = x.to_dtype(DType::F32)?;
+            let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+            let normed = x.broadcast_div(&(ms + eps)?.sqrt()?)?;
+            Ok(normed.broadcast_mul(scale)?.to_dtype(dtype)?)
         };
-        Ok(normed.broadcast_mul(&scale)?.to_dtype(dtype)?)
+        let (out, _) = match &self.var {
+            Some(v) => recompute(
+                "rms-norm",
+                &[x, v.as_tensor()],
+                Arc::new(move |a: &[Tensor], _: Option<&mut Rng>| normalize(&a[0], &(&a[1] + 1.0)?)),
+                Recompute::default(),
+            )?,
+            None => {
+                let scale = self.scale.clone();
+                recompute(
+                    "rms-norm",
+                    &[x],
+                    Arc::new(move |a: &[Tensor], _: Option<&mut Rng>| normalize(&a[0], &scale)),
+                    Recompute::default(),
+                )?
+            }
+        };
+        Ok(out)
     }
 
     fn make_trainable(&mut self) -> Result<Var> {
@@ -172,6 +194,16 @@ impl Gemma {
         Ok(Gemma { cfg, embed, embed_var: None, layers, final_norm, dtype, device: device.clone(), erf_gelu })
     }
 
+    /// For full fine-tuning: every weight read in f32 and made trainable (the f32 master
+    /// copies, so a generation never starts from weights rounded through bf16), computed in
+    /// `dtype`.
+    pub fn load_full(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        let mut model = Self::load(dir, DType::F32, device)?;
+        model.dtype = dtype;
+        model.make_all_trainable()?;
+        Ok(model)
+    }
+
     pub fn device(&self) -> &Device {
         &self.device
     }
@@ -293,6 +325,9 @@ impl Gemma {
     /// Makes every parameter trainable, as the paper's full fine-tuning: the linear layers, the
     /// (tied) embedding and every norm, each held in f32.
     pub fn make_all_trainable(&mut self) -> Result<()> {
+        if self.embed_var.is_some() {
+            return Ok(()); // already (Gemma::load_full)
+        }
         for (_, lin) in self.linears_mut() {
             *lin = LoraLinear::trainable(&lin.weight)?;
         }
@@ -344,11 +379,23 @@ impl Gemma {
         &self,
         input_ids: &Tensor,
         attention_mask: &[Vec<u8>],
-        mut dropout_rng: Option<&mut thrive_core::Rng>,
+        dropout_rng: Option<&mut Rng>,
+    ) -> Result<Tensor> {
+        self.hidden_states_with(input_ids, attention_mask, dropout_rng, None)
+    }
+
+    /// [`Self::hidden_states`], with each decoder layer recomputed in the backward pass when
+    /// `checkpoint` is given (gradient checkpointing): the trainable tensors of the layers then
+    /// send their gradients to that sink instead of the backward pass's store.
+    pub(crate) fn hidden_states_with(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &[Vec<u8>],
+        mut dropout_rng: Option<&mut Rng>,
+        checkpoint: Option<&GradSink>,
     ) -> Result<Tensor> {
         let (b, seq) = input_ids.dims2()?;
         let cfg = &self.cfg;
-        let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
         let mut x = (self.embed.embedding(&input_ids.flatten_all()?)?.to_dtype(self.dtype)?.reshape((
             b,
             seq,
@@ -366,55 +413,61 @@ impl Gemma {
             Some(w) if w < seq => Some(self.mask(attention_mask, seq, Some(w))?),
             _ => None,
         };
-        let scaling = cfg.query_pre_attn_scalar.powf(-0.5);
         for layer in &self.layers {
-            let residual = x.clone();
-            let h = layer.input_norm.forward(&x)?;
-            let q = layer.q.forward(&h, dropout_rng.as_deref_mut())?;
-            let k = layer.k.forward(&h, dropout_rng.as_deref_mut())?;
-            let v = layer.v.forward(&h, dropout_rng.as_deref_mut())?;
-            let q = q.reshape((b, seq, nh, hd))?.transpose(1, 2)?.contiguous()?;
-            let k = k.reshape((b, seq, nkv, hd))?.transpose(1, 2)?.contiguous()?;
-            let v = v.reshape((b, seq, nkv, hd))?.transpose(1, 2)?.contiguous()?;
-            let (q, k) = match (&layer.q_norm, &layer.k_norm) {
-                (Some(qn), Some(kn)) => (qn.forward(&q)?, kn.forward(&k)?),
-                _ => (q, k),
-            };
             let (_, (cos, sin)) = tables.iter().find(|(b, _)| *b == layer.rope_base.to_bits()).expect("built above");
-            let q = candle_nn::rotary_emb::rope_slow(&q.to_dtype(DType::F32)?, cos, sin)?;
-            let k = candle_nn::rotary_emb::rope_slow(&k.to_dtype(DType::F32)?, cos, sin)?;
-            let (k, v) = (repeat_kv(k, nh / nkv)?, repeat_kv(v.to_dtype(DType::F32)?, nh / nkv)?);
-            let mut scores = (q.matmul(&k.t()?)? * scaling)?;
-            if let Some(cap) = cfg.attn_logit_softcapping {
-                scores = ((scores / cap)?.tanh()? * cap)?;
-            }
             let mask = match (layer.window, &window_mask) {
                 (Some(_), Some(m)) => m,
                 _ => &global_mask,
             };
-            let probs = candle_nn::ops::softmax(&scores.broadcast_add(mask)?, D::Minus1)?;
-            let attn = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, seq, nh * hd))?.to_dtype(self.dtype)?;
-            let h = layer.o.forward(&attn, dropout_rng.as_deref_mut())?;
-            x = (residual + layer.post_attn_norm.forward(&h)?)?;
-
-            let residual = x.clone();
-            let h = layer.pre_ff_norm.forward(&x)?;
-            let gate = layer.gate.forward(&h, dropout_rng.as_deref_mut())?;
-            let gate = if self.erf_gelu { gate.gelu_erf()? } else { gate.gelu()? };
-            let up = layer.up.forward(&h, dropout_rng.as_deref_mut())?;
-            let h = layer.down.forward(&(gate * up)?, dropout_rng.as_deref_mut())?;
-            x = (residual + layer.post_ff_norm.forward(&h)?)?;
+            let pass = LayerPass {
+                cos: cos.clone(),
+                sin: sin.clone(),
+                mask: mask.clone(),
+                scaling: cfg.query_pre_attn_scalar.powf(-0.5),
+                softcap: cfg.attn_logit_softcapping,
+                heads: (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim),
+                erf_gelu: self.erf_gelu,
+            };
+            x = match checkpoint {
+                None => layer.forward(&x, &pass, dropout_rng.as_deref_mut())?,
+                Some(sink) => {
+                    let params = layer.trainable_vars();
+                    let owned = layer.clone();
+                    let body = Arc::new(move |a: &[Tensor], rng: Option<&mut Rng>| owned.forward(&a[0], &pass, rng));
+                    let extra = Recompute { rng: dropout_rng.as_deref().cloned(), params, sink: Some(sink.clone()) };
+                    let (out, after) = recompute("decoder-layer", &[&x], body, extra)?;
+                    if let (Some(r), Some(after)) = (dropout_rng.as_deref_mut(), after) {
+                        *r = after;
+                    }
+                    out
+                }
+            };
         }
         self.final_norm.forward(&x)
     }
 
     /// Logits (rows, vocab) of hidden states (rows, hidden): tied embeddings, final soft-capping.
     pub fn logits_of(&self, hidden: &Tensor) -> Result<Tensor> {
-        let logits = hidden.broadcast_matmul(&self.embed.to_dtype(hidden.dtype())?.t()?)?.to_dtype(DType::F32)?;
+        self.logits_with(hidden, self.embed_var.as_ref().map(|v| v.as_tensor()))
+    }
+
+    /// Logits through `embed` when the embedding is trained (its gradient is wanted), else
+    /// through the frozen embedding (no gradient computed for it).
+    pub(crate) fn logits_with(&self, hidden: &Tensor, embed: Option<&Tensor>) -> Result<Tensor> {
+        let logits = match embed {
+            Some(e) => hidden.broadcast_matmul(&e.to_dtype(hidden.dtype())?.t()?)?,
+            None => frozen_linear(hidden, &self.embed.to_dtype(hidden.dtype())?)?,
+        };
+        let logits = logits.to_dtype(DType::F32)?;
         Ok(match self.cfg.final_logit_softcapping {
             Some(cap) => ((logits / cap)?.tanh()? * cap)?,
             None => logits,
         })
+    }
+
+    /// The trained embedding, when there is one (full fine-tuning).
+    pub(crate) fn embed_var(&self) -> Option<&Var> {
+        self.embed_var.as_ref()
     }
 
     /// Logits at every position (batch, seq, vocab).
@@ -422,6 +475,93 @@ impl Gemma {
         let h = self.hidden_states(input_ids, attention_mask, None)?;
         self.logits_of(&h)
     }
+}
+
+/// What every layer of one forward pass shares: its rotary table, its mask and the sizes.
+#[derive(Clone)]
+struct LayerPass {
+    cos: Tensor,
+    sin: Tensor,
+    /// Additive (batch, 1, seq, seq).
+    mask: Tensor,
+    scaling: f64,
+    softcap: Option<f64>,
+    /// (query heads, key/value heads, head dim).
+    heads: (usize, usize, usize),
+    erf_gelu: bool,
+}
+
+impl Layer {
+    /// One decoder layer on (batch, seq, hidden).
+    fn forward(&self, x: &Tensor, pass: &LayerPass, mut rng: Option<&mut Rng>) -> Result<Tensor> {
+        let (b, seq, _) = x.dims3()?;
+        let (nh, nkv, hd) = pass.heads;
+        let h = self.input_norm.forward(x)?;
+        let q = self.q.forward(&h, rng.as_deref_mut())?.reshape((b, seq, nh, hd))?;
+        let k = self.k.forward(&h, rng.as_deref_mut())?.reshape((b, seq, nkv, hd))?;
+        let v = self.v.forward(&h, rng.as_deref_mut())?.reshape((b, seq, nkv, hd))?;
+        let (q, k) = match (&self.q_norm, &self.k_norm) {
+            (Some(qn), Some(kn)) => (qn.forward(&q)?, kn.forward(&k)?),
+            _ => (q, k),
+        };
+        let attn = attention(&q, &k, &v, pass)?;
+        let h = self.o.forward(&attn, rng.as_deref_mut())?;
+        let x = (x + self.post_attn_norm.forward(&h)?)?;
+
+        let h = self.pre_ff_norm.forward(&x)?;
+        let gate = self.gate.forward(&h, rng.as_deref_mut())?;
+        let gate = if pass.erf_gelu { gate.gelu_erf()? } else { gate.gelu()? };
+        let up = self.up.forward(&h, rng.as_deref_mut())?;
+        let h = self.down.forward(&(gate * up)?, rng)?;
+        Ok((x + self.post_ff_norm.forward(&h)?)?)
+    }
+
+    /// Every trainable tensor of the layer (LoRA matrices, or its weights and norms).
+    fn trainable_vars(&self) -> Vec<Var> {
+        let mut out = Vec::new();
+        for lin in [&self.q, &self.k, &self.v, &self.o, &self.gate, &self.up, &self.down] {
+            if let Some(l) = &lin.lora {
+                out.extend([l.a.clone(), l.b.clone()]);
+            }
+            out.extend(lin.full.clone());
+        }
+        let norms = [&self.input_norm, &self.post_attn_norm, &self.pre_ff_norm, &self.post_ff_norm];
+        for n in norms.into_iter().chain(self.q_norm.iter()).chain(self.k_norm.iter()) {
+            out.extend(n.var.clone());
+        }
+        out
+    }
+}
+
+/// Scaled dot-product attention of q (batch, seq, heads, hd) over k and v (batch, seq, kv heads,
+/// hd), rotary embeddings included, in f32; returns (batch, seq, heads · hd) in q's dtype. Only
+/// the inputs and the output are kept: the (seq × seq) scores and probabilities are recomputed
+/// in the backward pass, one layer at a time.
+fn attention(q: &Tensor, k: &Tensor, v: &Tensor, pass: &LayerPass) -> Result<Tensor> {
+    let pass = pass.clone();
+    let body = move |a: &[Tensor], _: Option<&mut Rng>| -> Result<Tensor> {
+        let (b, seq, nh, hd) = a[0].dims4()?;
+        let nkv = a[1].dim(2)?;
+        let dtype = a[0].dtype();
+        let heads_first = |t: &Tensor| -> Result<Tensor> { Ok(t.to_dtype(DType::F32)?.transpose(1, 2)?.contiguous()?) };
+        let q = candle_nn::rotary_emb::rope_slow(&heads_first(&a[0])?, &pass.cos, &pass.sin)?;
+        let k = candle_nn::rotary_emb::rope_slow(&heads_first(&a[1])?, &pass.cos, &pass.sin)?;
+        let v = heads_first(&a[2])?;
+        // Grouped-query attention without copies of k and v: the g query heads that share a
+        // key/value head (head h uses kv head h / g, as transformers' repeat_kv) are stacked
+        // along the query axis.
+        let g = nh / nkv;
+        let q = q.reshape((b, nkv, g * seq, hd))?;
+        let mut scores = (q.matmul(&k.t()?)? * pass.scaling)?;
+        if let Some(cap) = pass.softcap {
+            scores = ((scores / cap)?.tanh()? * cap)?;
+        }
+        let scores = scores.reshape((b, nkv, g, seq, seq))?.broadcast_add(&pass.mask.unsqueeze(1)?)?;
+        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?.reshape((b, nkv, g * seq, seq))?;
+        let attn = probs.matmul(&v)?.reshape((b, nh, seq, hd))?;
+        Ok(attn.transpose(1, 2)?.reshape((b, seq, nh * hd))?.to_dtype(dtype)?)
+    };
+    Ok(recompute("attention", &[q, k, v], Arc::new(body), Recompute::default())?.0)
 }
 
 impl Gemma {
@@ -451,14 +591,6 @@ impl Gemma {
         }
         out
     }
-}
-
-fn repeat_kv(x: Tensor, n: usize) -> Result<Tensor> {
-    if n == 1 {
-        return Ok(x);
-    }
-    let (b, kv, s, d) = x.dims4()?;
-    Ok(Tensor::cat(&vec![&x; n], 2)?.reshape((b, kv * n, s, d))?)
 }
 
 /// Keys and values of every layer for incremental decoding (inference only).

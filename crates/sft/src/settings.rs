@@ -31,6 +31,8 @@ pub struct SftSettings {
     pub eval_every: usize,
     pub checkpoint_every: usize,
     pub max_grad_norm: f64,
+    /// Recompute each decoder layer in the backward pass (less memory, same results).
+    pub gradient_checkpointing: bool,
 }
 
 impl Default for SftSettings {
@@ -56,6 +58,7 @@ impl Default for SftSettings {
             eval_every: 0,
             checkpoint_every: 10,
             max_grad_norm: 1.0,
+            gradient_checkpointing: false,
         }
     }
 }
@@ -148,6 +151,7 @@ impl SftSettings {
             eval_every: self.eval_every,
             checkpoint_every: self.checkpoint_every,
             max_grad_norm: self.max_grad_norm,
+            gradient_checkpointing: self.gradient_checkpointing,
             seed,
             generation,
         })

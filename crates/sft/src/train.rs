@@ -3,9 +3,9 @@
 
 use crate::data::{Example, TextEncoder, Tokenized};
 use crate::lora::LoraConfig;
-use crate::loss::next_token_loss;
+use crate::loss::{loss_and_grads, next_token_loss};
 use crate::model::Gemma;
-use crate::optim::{clip_grad_norm, grads_of, AdamW, AdamWParams};
+use crate::optim::{clip_grad_norm, AdamW, AdamWParams};
 use crate::{Error, Result};
 use candle_core::{Tensor, Var};
 use rand::seq::SliceRandom;
@@ -56,6 +56,11 @@ pub struct TrainConfig {
     /// Checkpoint every this many steps (0: never).
     pub checkpoint_every: usize,
     pub max_grad_norm: f64,
+    /// Recompute each decoder layer in the backward pass instead of keeping its activations:
+    /// less memory, about a third more compute, the same gradients. A run may be resumed with
+    /// it switched either way.
+    #[serde(default)]
+    pub gradient_checkpointing: bool,
     pub seed: u64,
     /// The model-collapse generation, which keys the random streams.
     pub generation: u32,
@@ -80,6 +85,7 @@ impl TrainConfig {
             eval_every: 0,
             checkpoint_every: 0,
             max_grad_norm: 1.0,
+            gradient_checkpointing: false,
             seed: 0,
             generation: 0,
         }
@@ -329,7 +335,9 @@ pub fn train(
         let (_, dir) = latest_checkpoint(out)
             .ok_or_else(|| Error::Invalid(format!("--resume: no checkpoint in {}", out.display())))?;
         let state = load_checkpoint(&dir, &names, &mut opt)?;
-        if state.config != *cfg {
+        // Gradient checkpointing changes memory, not results: it may differ on resume.
+        let recorded = TrainConfig { gradient_checkpointing: cfg.gradient_checkpointing, ..state.config.clone() };
+        if recorded != *cfg {
             return Err(Error::Invalid(format!(
                 "--resume: {} was written with other settings than this run's",
                 dir.display()
@@ -369,6 +377,7 @@ pub fn train(
         Mode::Full => false,
     };
     while step < last {
+        let step_started = std::time::Instant::now();
         let seqs: Vec<&Tokenized> = order
             [step * cfg.sequences_per_step..((step + 1) * cfg.sequences_per_step).min(order.len())]
             .iter()
@@ -382,10 +391,11 @@ pub fn train(
         let mut loss_sum = 0.0;
         for chunk in seqs.chunks(cfg.micro_batch) {
             let batch = enc.batch(chunk, model.device())?;
-            let (loss, n) = next_token_loss(model, &batch, if dropout { Some(&mut rng) } else { None })?;
-            let weighted = (loss * (n as f64 / step_targets.max(1) as f64))?;
-            loss_sum += weighted.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
-            let grads = grads_of(&weighted.backward()?, &opt.vars)?;
+            let rng = if dropout { Some(&mut rng) } else { None };
+            let (loss, _, grads) =
+                loss_and_grads(model, &batch, rng, cfg.gradient_checkpointing, step_targets, &opt.vars)
+                    .map_err(|e| out_of_memory(e, step + 1, chunk.len(), cfg.gradient_checkpointing))?;
+            loss_sum += loss;
             acc = Some(match acc {
                 None => grads,
                 Some(a) => a.iter().zip(&grads).map(|(x, y)| x + y).collect::<candle_core::Result<_>>()?,
@@ -395,6 +405,7 @@ pub fn train(
         let norm = clip_grad_norm(&mut grads, cfg.max_grad_norm)?;
         let lr = cfg.lr_at(step, total_steps);
         opt.step(&grads, lr)?;
+        let seconds = step_started.elapsed().as_secs_f64();
         step += 1;
         tokens += step_targets as u64;
         let eval_now = step == total_steps || (cfg.eval_every > 0 && step % cfg.eval_every == 0);
@@ -410,7 +421,16 @@ pub fn train(
         let rate = (tokens - tokens_at_start) as f64 / started.elapsed().as_secs_f64().max(1e-9);
         bar.set_message(format!("loss {loss_sum:.4} {rate:.0} tok/s"));
         bar.inc(1);
-        tracing::debug!(step, loss = loss_sum, lr, grad_norm = norm, ?eval_loss, "step");
+        tracing::debug!(
+            step,
+            loss = loss_sum,
+            lr,
+            grad_norm = norm,
+            ?eval_loss,
+            seconds,
+            targets = step_targets,
+            "step"
+        );
         if let Some(e) = eval_loss {
             tracing::info!(step, eval_loss = e, "evaluated");
         }
@@ -435,6 +455,28 @@ pub fn train(
     Ok(TrainOutcome { metrics, total_steps, dropped_train, dropped_valid })
 }
 
+/// An allocation failure on the device becomes an error that says where it happened and what
+/// lowers memory; the last checkpoint is untouched (checkpoints are written whole or not at all).
+/// (A failed host allocation aborts the process, or the kernel's OOM killer ends it: the same
+/// checkpoint holds.)
+fn out_of_memory(e: Error, step: usize, micro_batch: usize, checkpointing: bool) -> Error {
+    let text = e.to_string();
+    let lower = text.to_lowercase();
+    if !(lower.contains("out of memory") || lower.contains("out_of_memory") || lower.contains("failed to allocate")) {
+        return e;
+    }
+    let advice = if checkpointing {
+        "lower --micro-batch (sft.micro_batch)".to_string()
+    } else {
+        "add --gradient-checkpointing (sft.gradient_checkpointing = true) or lower --micro-batch (sft.micro_batch)"
+            .to_string()
+    };
+    Error::Invalid(format!(
+        "step {step}, micro-batch of {micro_batch} sequences: out of memory ({text}); {advice}, then continue \
+         with --resume from the last checkpoint"
+    ))
+}
+
 /// Writes the metrics table as Parquet (step, tokens, train_loss, eval_loss, lr, grad_norm; null
 /// where a row has no such value), atomically.
 pub fn write_metrics(rows: &[StepMetrics], path: &Path) -> Result<()> {
@@ -457,4 +499,23 @@ pub fn write_metrics(rows: &[StepMetrics], path: &Path) -> Result<()> {
         Ok(())
     })
     .map_err(|e| Error::Invalid(e.to_string()))
+}
+
+#[cfg(test)]
+mod oom_tests {
+    use super::*;
+
+    #[test]
+    fn a_device_allocation_failure_names_the_step_the_micro_batch_and_the_flag() {
+        let cuda =
+            Error::Candle(candle_core::Error::Msg("DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")".into()));
+        let msg = out_of_memory(cuda, 3, 8, false).to_string();
+        for part in ["step 3", "micro-batch of 8", "--gradient-checkpointing", "--micro-batch", "--resume"] {
+            assert!(msg.contains(part), "`{part}` missing from: {msg}");
+        }
+        let msg = out_of_memory(Error::Candle(candle_core::Error::Msg("out of memory".into())), 1, 2, true).to_string();
+        assert!(!msg.contains("add --gradient-checkpointing") && msg.contains("--micro-batch"), "{msg}");
+        let other = out_of_memory(Error::Invalid("shape mismatch".into()), 1, 2, false).to_string();
+        assert_eq!(other, "shape mismatch", "other errors pass through unchanged");
+    }
 }

@@ -1,5 +1,6 @@
 //! One module per subcommand: flags and the call into the library crate.
 
+pub mod check_device;
 pub mod common;
 mod demo_assets;
 pub mod gaussian;

@@ -54,6 +54,9 @@ pub struct Args {
     seed: Option<u64>,
     #[arg(long, default_value = "auto", value_parser = ["auto", "cpu", "cuda"])]
     device: String,
+    /// Precision of the weights and activations [default: bf16 on CUDA, f32 on the CPU].
+    #[arg(long, value_parser = ["f32", "bf16"])]
+    dtype: Option<String>,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -72,7 +75,7 @@ pub fn run(a: Args) -> Result<()> {
     if a.generation == 0 {
         bail!("--generation: the first model is generation 1");
     }
-    let (device, dtype) = device_for(&a.device).context("--device")?;
+    let (device, dtype) = device_for(&a.device, a.dtype.as_deref()).context("--device")?;
     let model_dir = resolve_model_dir(&a.model)?;
     let tokenizer_path = model_dir.join("tokenizer.json");
     let enc = TextEncoder::from_file(&tokenizer_path)?;
@@ -170,6 +173,12 @@ pub struct GenerateArgs {
     seed: u64,
     #[arg(long, default_value = "auto", value_parser = ["auto", "cpu", "cuda"])]
     device: String,
+    /// Precision of the weights and activations [default: bf16 on CUDA, f32 on the CPU].
+    #[arg(long, value_parser = ["f32", "bf16"])]
+    dtype: Option<String>,
+    /// Keep going past EOS, so that every prompt gets exactly --max-new-tokens (benchmarks).
+    #[arg(long)]
+    ignore_eos: bool,
 }
 
 /// `thrive generate`: continue a few prompts and print the text (to look at a model, not to fill
@@ -181,10 +190,10 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
         top_k: a.top_k,
         max_new_tokens: a.max_new_tokens,
         batch_size: a.prompt.len(),
-        ignore_eos: false,
+        ignore_eos: a.ignore_eos,
     };
     settings.check().map_err(|e| anyhow::anyhow!("sampler settings: {e}"))?;
-    let (device, dtype) = device_for(&a.device).context("--device")?;
+    let (device, dtype) = device_for(&a.device, a.dtype.as_deref()).context("--device")?;
     let model_dir = resolve_model_dir(&a.model)?;
     let enc = TextEncoder::from_file(&model_dir.join("tokenizer.json"))?;
     let mut model = Gemma::load(&model_dir, dtype, &device)?;

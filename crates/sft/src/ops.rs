@@ -1,0 +1,293 @@
+//! Two custom ops that decide what the backward pass keeps and computes (../shared/candle.md):
+//!
+//! - [`frozen_linear`]: `x Wᵀ` for a weight that is not trained. candle's own matmul backward
+//!   always computes and stores the gradient of both operands, so a frozen weight (the tied
+//!   262,144 × 640 embedding included) would cost a weight-sized buffer and a full matmul in
+//!   every backward pass. This op's backward gives only the input's gradient.
+//! - [`recompute`]: a differentiable function of one to three tensors whose intermediate values
+//!   are not kept. The forward pass runs it on detached inputs (nothing is recorded), the backward
+//!   pass runs it again on fresh variables and backpropagates through that copy. Attention, RMS
+//!   norms, the loss (chunk by chunk over the vocabulary) and, with gradient checkpointing, whole
+//!   decoder layers go through it. Trainable tensors used inside that are not among the inputs
+//!   (a layer's LoRA matrices) send their gradients to a [`GradSink`].
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CudaStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Storage, Tensor, Var};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use thrive_core::Rng;
+
+type CResult<T> = candle_core::Result<T>;
+
+fn to_candle(e: crate::Error) -> candle_core::Error {
+    match e {
+        crate::Error::Candle(c) => c,
+        other => candle_core::Error::Msg(other.to_string()),
+    }
+}
+
+/// `x Wᵀ` with `w` (out, in) frozen: no gradient for `w`, and none of its work in the backward.
+pub fn frozen_linear(x: &Tensor, w: &Tensor) -> crate::Result<Tensor> {
+    if !x.track_op() {
+        // Inference (evaluation, sampling): nothing to keep anyway.
+        return Ok(x.broadcast_matmul(&w.t()?)?);
+    }
+    let w = w.detach().contiguous()?;
+    Ok(x.contiguous()?.apply_op1(FrozenLinear { w })?)
+}
+
+struct FrozenLinear {
+    /// (out, in), contiguous.
+    w: Tensor,
+}
+
+impl FrozenLinear {
+    fn fwd<S: BackendStorage>(&self, x: &S, l: &Layout, pick: impl Fn(&Storage) -> Option<&S>) -> CResult<(S, Shape)> {
+        let (out_dim, in_dim) = self.w.dims2()?;
+        let dims = l.shape().dims();
+        if !l.is_contiguous() || dims.last() != Some(&in_dim) {
+            candle_core::bail!("frozen_linear: input {:?} is not a contiguous (…, {in_dim}) tensor", l.shape());
+        }
+        let m = l.shape().elem_count() / in_dim;
+        let (guard, wl) = self.w.storage_and_layout();
+        let w =
+            pick(&guard).ok_or_else(|| candle_core::Error::Msg("frozen_linear: weight on another device".into()))?;
+        let lhs = Layout::contiguous_with_offset((1, m, in_dim), l.start_offset());
+        // Wᵀ as a (1, in, out) view of the (out, in) storage, as `w.t()` broadcast would be.
+        let rhs = Layout::new(Shape::from((1, in_dim, out_dim)), vec![0, 1, in_dim], wl.start_offset());
+        let y = x.matmul(w, (1, m, out_dim, in_dim), &lhs, &rhs)?;
+        let mut out = dims.to_vec();
+        *out.last_mut().expect("checked above") = out_dim;
+        Ok((y, Shape::from(out)))
+    }
+}
+
+impl CustomOp1 for FrozenLinear {
+    fn name(&self) -> &'static str {
+        "frozen-linear"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
+        self.fwd(s, l, |st| match st {
+            Storage::Cpu(c) => Some(c),
+            _ => None,
+        })
+    }
+
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> CResult<(CudaStorage, Shape)> {
+        self.fwd(s, l, |st| match st {
+            Storage::Cuda(c) => Some(c),
+            _ => None,
+        })
+    }
+
+    fn bwd(&self, _x: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
+        Ok(Some(grad.broadcast_matmul(&self.w)?))
+    }
+}
+
+/// Gradients of trainable tensors used inside a recomputed function but not among its inputs,
+/// summed over every recomputation of one backward pass.
+#[derive(Clone, Default)]
+pub struct GradSink(Arc<Mutex<HashMap<candle_core::TensorId, Tensor>>>);
+
+impl GradSink {
+    fn add(&self, var: &Var, g: &Tensor) -> CResult<()> {
+        let mut map = self.0.lock().map_err(|_| candle_core::Error::Msg("gradient sink poisoned".into()))?;
+        let sum = match map.remove(&var.id()) {
+            Some(prev) => (prev + g)?,
+            None => g.clone(),
+        };
+        map.insert(var.id(), sum);
+        Ok(())
+    }
+
+    /// The gradient collected for `var`, if any.
+    pub fn take(&self, var: &Var) -> Option<Tensor> {
+        self.0.lock().ok()?.remove(&var.id())
+    }
+}
+
+/// The function a [`recompute`] op runs: inputs, and the dropout stream when there is one.
+pub type Body = dyn Fn(&[Tensor], Option<&mut Rng>) -> crate::Result<Tensor> + Send + Sync;
+
+/// What a recomputed function needs besides its inputs.
+#[derive(Default)]
+pub struct Recompute {
+    /// The dropout stream: the forward pass advances it, the backward pass replays the same masks.
+    pub rng: Option<Rng>,
+    /// Trainable tensors used by the body that are not inputs, and where their gradients go.
+    pub params: Vec<Var>,
+    pub sink: Option<GradSink>,
+}
+
+/// Applies `body` to `inputs` (one to three tensors) without keeping its intermediate values.
+/// Returns the output and the dropout stream as the forward pass left it.
+pub fn recompute(
+    name: &'static str,
+    inputs: &[&Tensor],
+    body: Arc<Body>,
+    extra: Recompute,
+) -> crate::Result<(Tensor, Option<Rng>)> {
+    let needs_grad = inputs.iter().any(|t| t.track_op()) || !extra.params.is_empty();
+    if !needs_grad {
+        let args: Vec<Tensor> = inputs.iter().map(|t| (*t).clone()).collect();
+        let mut rng = extra.rng;
+        let out = body(&args, rng.as_mut())?;
+        return Ok((out, rng));
+    }
+    // The op's backward only runs when its first input is part of the graph: a layer whose
+    // input is a constant (the frozen embedding's output) but whose LoRA matrices train gets a
+    // variable in its place.
+    let first = if inputs[0].track_op() { inputs[0].clone() } else { Var::from_tensor(inputs[0])?.as_tensor().clone() };
+    let op = Arc::new(RecomputeOp {
+        name,
+        body,
+        inputs: inputs.iter().map(|t| t.detach()).collect(),
+        rng: extra.rng,
+        after: Mutex::new(None),
+        params: extra.params,
+        sink: extra.sink,
+    });
+    let out = match inputs.len() {
+        1 => first.apply_op1_arc(Arc::new(Box::new(Shared(op.clone()))))?,
+        2 => first.apply_op2_arc(inputs[1], Arc::new(Box::new(Shared(op.clone()))))?,
+        3 => first.apply_op3_arc(inputs[1], inputs[2], Arc::new(Box::new(Shared(op.clone()))))?,
+        n => return Err(crate::Error::Invalid(format!("recompute `{name}`: {n} inputs (1 to 3 allowed)"))),
+    };
+    let rng = op.after.lock().ok().and_then(|mut a| a.take());
+    Ok((out, rng))
+}
+
+struct RecomputeOp {
+    name: &'static str,
+    body: Arc<Body>,
+    /// The inputs, detached (they share storage with the op's arguments).
+    inputs: Vec<Tensor>,
+    rng: Option<Rng>,
+    /// The dropout stream after the forward pass.
+    after: Mutex<Option<Rng>>,
+    params: Vec<Var>,
+    sink: Option<GradSink>,
+}
+
+/// Lets one op value serve as CustomOp1, 2 or 3 while the caller keeps a handle on it.
+struct Shared(Arc<RecomputeOp>);
+
+impl RecomputeOp {
+    /// Runs the body on the detached inputs; nothing is recorded.
+    fn forward(&self) -> CResult<Tensor> {
+        let mut rng = self.rng.clone();
+        let out = (self.body)(&self.inputs, rng.as_mut()).map_err(to_candle)?;
+        if let Ok(mut after) = self.after.lock() {
+            *after = rng;
+        }
+        let out = out.contiguous()?;
+        Ok(if out.layout().start_offset() != 0 { out.force_contiguous()? } else { out })
+    }
+
+    fn cpu(&self) -> CResult<(CpuStorage, Shape)> {
+        let out = self.forward()?;
+        let (s, l) = out.storage_and_layout();
+        match &*s {
+            Storage::Cpu(c) => Ok((c.try_clone(l)?, out.shape().clone())),
+            _ => candle_core::bail!("recompute `{}`: output not on the CPU", self.name),
+        }
+    }
+
+    fn cuda(&self) -> CResult<(CudaStorage, Shape)> {
+        let out = self.forward()?;
+        let (s, l) = out.storage_and_layout();
+        match &*s {
+            Storage::Cuda(c) => Ok((c.try_clone(l)?, out.shape().clone())),
+            _ => candle_core::bail!("recompute `{}`: output not on the GPU", self.name),
+        }
+    }
+
+    /// Runs the body again on fresh variables and backpropagates `grad` through it.
+    fn backward(&self, args: &[&Tensor], grad: &Tensor) -> CResult<Vec<Option<Tensor>>> {
+        let vars = args.iter().map(|a| Var::from_tensor(&a.detach())).collect::<CResult<Vec<_>>>()?;
+        let inputs: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+        let mut rng = self.rng.clone();
+        let out = (self.body)(&inputs, rng.as_mut()).map_err(to_candle)?;
+        let store = (out * grad.detach())?.sum_all()?.backward()?;
+        if let Some(sink) = &self.sink {
+            for p in &self.params {
+                if let Some(g) = store.get(p) {
+                    sink.add(p, g)?;
+                }
+            }
+        }
+        Ok(vars.iter().map(|v| store.get(v).cloned()).collect())
+    }
+}
+
+impl CustomOp1 for Shared {
+    fn name(&self) -> &'static str {
+        self.0.name
+    }
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> CResult<(CpuStorage, Shape)> {
+        self.0.cpu()
+    }
+    fn cuda_fwd(&self, _: &CudaStorage, _: &Layout) -> CResult<(CudaStorage, Shape)> {
+        self.0.cuda()
+    }
+    fn bwd(&self, a: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
+        Ok(self.0.backward(&[a], grad)?.pop().flatten())
+    }
+}
+
+impl CustomOp2 for Shared {
+    fn name(&self) -> &'static str {
+        self.0.name
+    }
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> CResult<(CpuStorage, Shape)> {
+        self.0.cpu()
+    }
+    fn cuda_fwd(&self, _: &CudaStorage, _: &Layout, _: &CudaStorage, _: &Layout) -> CResult<(CudaStorage, Shape)> {
+        self.0.cuda()
+    }
+    fn bwd(&self, a: &Tensor, b: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<(Option<Tensor>, Option<Tensor>)> {
+        let mut g = self.0.backward(&[a, b], grad)?.into_iter();
+        Ok((g.next().flatten(), g.next().flatten()))
+    }
+}
+
+impl CustomOp3 for Shared {
+    fn name(&self) -> &'static str {
+        self.0.name
+    }
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        self.0.cpu()
+    }
+    fn cuda_fwd(
+        &self,
+        _: &CudaStorage,
+        _: &Layout,
+        _: &CudaStorage,
+        _: &Layout,
+        _: &CudaStorage,
+        _: &Layout,
+    ) -> CResult<(CudaStorage, Shape)> {
+        self.0.cuda()
+    }
+    fn bwd(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        c: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> CResult<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let mut g = self.0.backward(&[a, b, c], grad)?.into_iter();
+        Ok((g.next().flatten(), g.next().flatten(), g.next().flatten()))
+    }
+}
