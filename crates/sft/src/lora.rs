@@ -1,6 +1,6 @@
 //! LoRA: a frozen linear layer plus a trainable low-rank update B·A, as PEFT defines it.
 
-use crate::ops::frozen_linear;
+use crate::ops::{frozen_linear, lora_linear};
 use crate::Result;
 use candle_core::{DType, Device, Tensor, Var};
 use rand::Rng as _;
@@ -91,6 +91,11 @@ impl LoraLinear {
     /// copy of the input is made in bf16; a frozen base weight gets no gradient and no backward
     /// work.
     pub fn forward(&self, x: &Tensor, dropout_rng: Option<&mut thrive_core::Rng>) -> Result<Tensor> {
+        let dropping = dropout_rng.is_some() && self.lora.as_ref().is_some_and(|l| l.dropout > 0.0);
+        if let (Some(l), None, false) = (&self.lora, &self.full, dropping) {
+            // Without dropout the adapted layer is one op that keeps only its input and output.
+            return lora_linear(x, &self.weight, &l.a, &l.b, l.scale);
+        }
         let y = match &self.full {
             Some(v) => x.broadcast_matmul(&v.as_tensor().to_dtype(x.dtype())?.t()?)?,
             None => frozen_linear(x, &self.weight)?,

@@ -2,7 +2,7 @@
 //! computed only at the positions that have a target (the vocabulary dominates memory).
 
 use crate::model::Gemma;
-use crate::ops::{recompute, GradSink, Recompute};
+use crate::ops::{cross_entropy_rows, recompute, GradSink, Recompute};
 use crate::Result;
 use candle_core::{DType, Tensor, Var, D};
 use std::sync::Arc;
@@ -76,13 +76,12 @@ fn loss_with(
     let mut total: Option<Tensor> = None;
     for start in (0..n).step_by(chunk) {
         let len = chunk.min(n - start);
-        let t = Tensor::from_vec(targets[start..start + len].to_vec(), (len, 1), &device)?;
+        let t = targets[start..start + len].to_vec();
         let owned = model.clone();
         // Summed negative log-likelihood of one chunk of rows.
         let body = move |a: &[Tensor], _: Option<&mut thrive_core::Rng>| -> Result<Tensor> {
-            let logits = owned.logits_with(&a[0], a.get(1))?;
-            let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-            Ok(logp.gather(&t, 1)?.neg()?.sum_all()?)
+            let logits = owned.uncapped_logits(&a[0], a.get(1))?;
+            Ok(cross_entropy_rows(&logits, &t, owned.cfg.final_logit_softcapping)?.sum_all()?)
         };
         let rows = picked.narrow(0, start, len)?;
         let inputs: Vec<&Tensor> = match model.embed_var() {

@@ -454,15 +454,20 @@ impl Gemma {
     /// Logits through `embed` when the embedding is trained (its gradient is wanted), else
     /// through the frozen embedding (no gradient computed for it).
     pub(crate) fn logits_with(&self, hidden: &Tensor, embed: Option<&Tensor>) -> Result<Tensor> {
-        let logits = match embed {
-            Some(e) => hidden.broadcast_matmul(&e.to_dtype(hidden.dtype())?.t()?)?,
-            None => frozen_linear(hidden, &self.embed.to_dtype(hidden.dtype())?)?,
-        };
-        let logits = logits.to_dtype(DType::F32)?;
+        let logits = self.uncapped_logits(hidden, embed)?;
         Ok(match self.cfg.final_logit_softcapping {
             Some(cap) => ((logits / cap)?.tanh()? * cap)?,
             None => logits,
         })
+    }
+
+    /// f32 logits before the final soft-capping (the loss folds the cap into its own op).
+    pub(crate) fn uncapped_logits(&self, hidden: &Tensor, embed: Option<&Tensor>) -> Result<Tensor> {
+        let logits = match embed {
+            Some(e) => hidden.broadcast_matmul(&e.to_dtype(hidden.dtype())?.t()?)?,
+            None => frozen_linear(hidden, &self.embed.to_dtype(hidden.dtype())?)?,
+        };
+        Ok(logits.to_dtype(DType::F32)?)
     }
 
     /// The trained embedding, when there is one (full fine-tuning).
@@ -510,9 +515,8 @@ impl Layer {
 
         let h = self.pre_ff_norm.forward(&x)?;
         let gate = self.gate.forward(&h, rng.as_deref_mut())?;
-        let gate = if pass.erf_gelu { gate.gelu_erf()? } else { gate.gelu()? };
         let up = self.up.forward(&h, rng.as_deref_mut())?;
-        let h = self.down.forward(&(gate * up)?, rng)?;
+        let h = self.down.forward(&geglu(&gate, &up, pass.erf_gelu)?, rng)?;
         Ok((x + self.post_ff_norm.forward(&h)?)?)
     }
 
@@ -531,6 +535,15 @@ impl Layer {
         }
         out
     }
+}
+
+/// gelu(gate) · up, recomputed in the backward pass rather than keeping gelu(gate).
+fn geglu(gate: &Tensor, up: &Tensor, erf: bool) -> Result<Tensor> {
+    let body = move |a: &[Tensor], _: Option<&mut Rng>| -> Result<Tensor> {
+        let g = if erf { a[0].gelu_erf()? } else { a[0].gelu()? };
+        Ok((g * &a[1])?)
+    };
+    Ok(recompute("geglu", &[gate, up], Arc::new(body), Recompute::default())?.0)
 }
 
 /// Scaled dot-product attention of q (batch, seq, heads, hd) over k and v (batch, seq, kv heads,

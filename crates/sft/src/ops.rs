@@ -211,14 +211,16 @@ impl RecomputeOp {
         let mut rng = self.rng.clone();
         let out = (self.body)(&inputs, rng.as_mut()).map_err(to_candle)?;
         let store = (out * grad.detach())?.sum_all()?.backward()?;
+        // Detached: a gradient computed from the recomputed graph would otherwise keep that whole
+        // graph alive for as long as the gradient lives.
         if let Some(sink) = &self.sink {
             for p in &self.params {
                 if let Some(g) = store.get(p) {
-                    sink.add(p, g)?;
+                    sink.add(p, &g.detach())?;
                 }
             }
         }
-        Ok(vars.iter().map(|v| store.get(v).cloned()).collect())
+        Ok(vars.iter().map(|v| store.get(v).map(Tensor::detach)).collect())
     }
 }
 
@@ -289,5 +291,207 @@ impl CustomOp3 for Shared {
     ) -> CResult<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let mut g = self.0.backward(&[a, b, c], grad)?.into_iter();
         Ok((g.next().flatten(), g.next().flatten(), g.next().flatten()))
+    }
+}
+
+/// Per-row negative log-likelihood of `targets` under softmax of `cap · tanh(logits / cap)` (or
+/// of the logits themselves without a cap), for f32 logits (rows, vocabulary). On the CPU it is
+/// one fused op: a pass for each row's maximum and log-sum-exp (accumulated in f64), and a
+/// backward that writes softmax − one-hot, times the cap's derivative, directly; candle's
+/// composite log-softmax makes about ten passes over the logits and keeps several copies.
+/// Elsewhere it is composed of candle's ops.
+pub fn cross_entropy_rows(logits: &Tensor, targets: &[u32], cap: Option<f64>) -> crate::Result<Tensor> {
+    let (rows, _) = logits.dims2()?;
+    if targets.len() != rows {
+        return Err(crate::Error::Invalid(format!("cross-entropy: {} targets for {rows} rows", targets.len())));
+    }
+    if !logits.device().is_cpu() || logits.dtype() != candle_core::DType::F32 {
+        let capped = match cap {
+            Some(c) => ((logits / c)?.tanh()? * c)?,
+            None => logits.clone(),
+        };
+        let logp = candle_nn::ops::log_softmax(&capped, candle_core::D::Minus1)?;
+        let t = Tensor::from_vec(targets.to_vec(), (rows, 1), logits.device())?;
+        return Ok(logp.gather(&t, 1)?.neg()?.squeeze(1)?);
+    }
+    let op = CrossEntropy { targets: Arc::new(targets.to_vec()), cap: cap.map(|c| c as f32) };
+    Ok(logits.contiguous()?.apply_op1(op)?)
+}
+
+struct CrossEntropy {
+    targets: Arc<Vec<u32>>,
+    cap: Option<f32>,
+}
+
+impl CrossEntropy {
+    fn capped(&self, l: f32) -> f32 {
+        match self.cap {
+            Some(c) => c * (l / c).tanh(),
+            None => l,
+        }
+    }
+
+    /// log Σ exp over a row of capped logits.
+    fn log_sum_exp(&self, row: &[f32]) -> f64 {
+        let max = row.iter().map(|&l| self.capped(l)).fold(f32::NEG_INFINITY, f32::max);
+        let sum: f64 = row.iter().map(|&l| ((self.capped(l) - max) as f64).exp()).sum();
+        max as f64 + sum.ln()
+    }
+}
+
+fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> CResult<&'a [f32]> {
+    match s {
+        CpuStorage::F32(v) if l.is_contiguous() => Ok(&v[l.start_offset()..l.start_offset() + l.shape().elem_count()]),
+        _ => candle_core::bail!("cross-entropy: wants contiguous f32 logits"),
+    }
+}
+
+impl CustomOp1 for CrossEntropy {
+    fn name(&self) -> &'static str {
+        "cross-entropy"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
+        use rayon::prelude::*;
+        let (rows, vocab) = l.shape().dims2()?;
+        let data = f32_slice(s, l)?;
+        let nll: Vec<f32> = data
+            .par_chunks(vocab)
+            .zip(self.targets.par_iter())
+            .map(|(row, &t)| (self.log_sum_exp(row) - self.capped(row[t as usize]) as f64) as f32)
+            .collect();
+        Ok((CpuStorage::F32(nll), Shape::from(rows)))
+    }
+
+    fn bwd(&self, logits: &Tensor, nll: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
+        use rayon::prelude::*;
+        let (rows, vocab) = logits.dims2()?;
+        let nll: Vec<f32> = nll.to_vec1()?;
+        let grad: Vec<f32> = grad.to_dtype(candle_core::DType::F32)?.to_vec1()?;
+        let logits = logits.contiguous()?;
+        let (storage, layout) = logits.storage_and_layout();
+        let data = match &*storage {
+            Storage::Cpu(s) => f32_slice(s, layout)?,
+            _ => candle_core::bail!("cross-entropy: logits not on the CPU"),
+        };
+        let mut out = vec![0f32; rows * vocab];
+        out.par_chunks_mut(vocab).zip(data.par_chunks(vocab)).enumerate().for_each(|(r, (o, row))| {
+            let t = self.targets[r] as usize;
+            // log-sum-exp from the forward's result: nll = lse − capped(l_t).
+            let lse = nll[r] as f64 + self.capped(row[t]) as f64;
+            for (j, (o, &l)) in o.iter_mut().zip(row).enumerate() {
+                let p = ((self.capped(l) as f64) - lse).exp() as f32;
+                let d = if j == t { p - 1.0 } else { p };
+                let slope = match self.cap {
+                    Some(c) => 1.0 - (l / c).tanh().powi(2),
+                    None => 1.0,
+                };
+                *o = grad[r] * d * slope;
+            }
+        });
+        drop(storage);
+        Ok(Some(Tensor::from_vec(out, (rows, vocab), logits.device())?))
+    }
+}
+
+/// `x Wᵀ + scale · (x Aᵀ) Bᵀ` with W frozen and A, B trained, as one op that keeps only its
+/// input and output (candle's ops would keep three output-sized tensors) and whose backward
+/// computes the input's gradient and A's and B's, never W's. A and B (f32 masters) are used in
+/// x's dtype; their gradients come back in f32.
+pub fn lora_linear(x: &Tensor, w: &Tensor, a: &Var, b: &Var, scale: f64) -> crate::Result<Tensor> {
+    let dt = x.dtype();
+    let (a_t, b_t) = (a.as_tensor(), b.as_tensor());
+    if !x.track_op() && !a_t.track_op() && !b_t.track_op() {
+        let y = x.broadcast_matmul(&w.t()?)?;
+        let update =
+            x.broadcast_matmul(&a_t.to_dtype(dt)?.t()?)?.broadcast_matmul(&(b_t.to_dtype(dt)? * scale)?.t()?)?;
+        return Ok((y + update)?);
+    }
+    let x = x.contiguous()?;
+    let inputs = [x.detach(), a_t.detach(), b_t.detach()];
+    let op = LoraOp { w: w.detach().contiguous()?, scale, inputs };
+    Ok(x.apply_op3(a_t, b_t, op)?)
+}
+
+struct LoraOp {
+    w: Tensor,
+    scale: f64,
+    /// x, A and B detached (sharing the arguments' storage), for the forward pass.
+    inputs: [Tensor; 3],
+}
+
+impl LoraOp {
+    fn forward(&self) -> CResult<Tensor> {
+        let [x, a, b] = &self.inputs;
+        let dt = x.dtype();
+        let y = x.broadcast_matmul(&self.w.t()?)?;
+        let update =
+            x.broadcast_matmul(&a.to_dtype(dt)?.t()?)?.broadcast_matmul(&(b.to_dtype(dt)? * self.scale)?.t()?)?;
+        (y + update)?.contiguous()
+    }
+}
+
+impl CustomOp3 for LoraOp {
+    fn name(&self) -> &'static str {
+        "lora-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let out = self.forward()?;
+        let (s, l) = out.storage_and_layout();
+        match &*s {
+            Storage::Cpu(c) => Ok((c.try_clone(l)?, out.shape().clone())),
+            _ => candle_core::bail!("lora: output not on the CPU"),
+        }
+    }
+
+    fn cuda_fwd(
+        &self,
+        _: &CudaStorage,
+        _: &Layout,
+        _: &CudaStorage,
+        _: &Layout,
+        _: &CudaStorage,
+        _: &Layout,
+    ) -> CResult<(CudaStorage, Shape)> {
+        let out = self.forward()?;
+        let (s, l) = out.storage_and_layout();
+        match &*s {
+            Storage::Cuda(c) => Ok((c.try_clone(l)?, out.shape().clone())),
+            _ => candle_core::bail!("lora: output not on the GPU"),
+        }
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        a: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> CResult<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        // The arguments are part of the forward graph: gradients computed from them undetached
+        // would keep that graph alive as long as they live.
+        let (x, a, b, g) = (&x.detach(), &a.detach(), &b.detach(), &g.detach());
+        let dt = x.dtype();
+        let (a16, b16) = (a.to_dtype(dt)?, b.to_dtype(dt)?);
+        let in_dim = x.dim(candle_core::D::Minus1)?;
+        let out_dim = g.dim(candle_core::D::Minus1)?;
+        let x2 = x.reshape(((), in_dim))?;
+        let g2 = g.to_dtype(dt)?.reshape(((), out_dim))?;
+        let xa = x2.matmul(&a16.t()?)?; // (rows, r)
+        let gb = g2.matmul(&b16)?; // (rows, r)
+        let dx = (g2.matmul(&self.w)? + (gb.matmul(&a16)? * self.scale)?)?.reshape(x.shape())?;
+        let da = (gb.t()?.matmul(&x2)? * self.scale)?.to_dtype(a.dtype())?;
+        let db = (g2.t()?.matmul(&xa)? * self.scale)?.to_dtype(b.dtype())?;
+        Ok((Some(dx), Some(da), Some(db)))
     }
 }

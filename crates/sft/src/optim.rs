@@ -58,7 +58,8 @@ impl AdamW {
 pub fn grads_of(store: &GradStore, vars: &[Var]) -> Result<Vec<Tensor>> {
     vars.iter()
         .map(|v| match store.get(v) {
-            Some(g) => Ok(g.clone()),
+            // Detached: candle's summed gradients can reference the forward graph.
+            Some(g) => Ok(g.detach()),
             None => Ok(v.zeros_like()?),
         })
         .collect()
