@@ -171,6 +171,31 @@ struct RecomputeOp {
     sink: Option<GradSink>,
 }
 
+/// An op's output as a storage of its own (a copy: candle gives no way to move a storage out of
+/// a tensor), contiguous from offset 0 so that the copy is exactly the tensor.
+fn own_storage(out: Tensor) -> CResult<Tensor> {
+    let out = out.contiguous()?;
+    Ok(if out.layout().start_offset() != 0 { out.force_contiguous()? } else { out })
+}
+
+fn cpu_storage(out: Tensor, name: &str) -> CResult<(CpuStorage, Shape)> {
+    let out = own_storage(out)?;
+    let (s, l) = out.storage_and_layout();
+    match &*s {
+        Storage::Cpu(c) => Ok((c.try_clone(l)?, out.shape().clone())),
+        _ => candle_core::bail!("{name}: output not on the CPU"),
+    }
+}
+
+fn cuda_storage(out: Tensor, name: &str) -> CResult<(CudaStorage, Shape)> {
+    let out = own_storage(out)?;
+    let (s, l) = out.storage_and_layout();
+    match &*s {
+        Storage::Cuda(c) => Ok((c.try_clone(l)?, out.shape().clone())),
+        _ => candle_core::bail!("{name}: output not on the GPU"),
+    }
+}
+
 /// Lets one op value serve as CustomOp1, 2 or 3 while the caller keeps a handle on it.
 struct Shared(Arc<RecomputeOp>);
 
@@ -182,26 +207,15 @@ impl RecomputeOp {
         if let Ok(mut after) = self.after.lock() {
             *after = rng;
         }
-        let out = out.contiguous()?;
-        Ok(if out.layout().start_offset() != 0 { out.force_contiguous()? } else { out })
+        Ok(out)
     }
 
     fn cpu(&self) -> CResult<(CpuStorage, Shape)> {
-        let out = self.forward()?;
-        let (s, l) = out.storage_and_layout();
-        match &*s {
-            Storage::Cpu(c) => Ok((c.try_clone(l)?, out.shape().clone())),
-            _ => candle_core::bail!("recompute `{}`: output not on the CPU", self.name),
-        }
+        cpu_storage(self.forward()?, self.name)
     }
 
     fn cuda(&self) -> CResult<(CudaStorage, Shape)> {
-        let out = self.forward()?;
-        let (s, l) = out.storage_and_layout();
-        match &*s {
-            Storage::Cuda(c) => Ok((c.try_clone(l)?, out.shape().clone())),
-            _ => candle_core::bail!("recompute `{}`: output not on the GPU", self.name),
-        }
+        cuda_storage(self.forward()?, self.name)
     }
 
     /// Runs the body again on fresh variables and backpropagates `grad` through it.
@@ -399,14 +413,8 @@ impl CustomOp1 for CrossEntropy {
 /// computes the input's gradient and A's and B's, never W's. A and B (f32 masters) are used in
 /// x's dtype; their gradients come back in f32.
 pub fn lora_linear(x: &Tensor, w: &Tensor, a: &Var, b: &Var, scale: f64) -> crate::Result<Tensor> {
-    let dt = x.dtype();
+    // A and B are variables, so the op is always part of the graph.
     let (a_t, b_t) = (a.as_tensor(), b.as_tensor());
-    if !x.track_op() && !a_t.track_op() && !b_t.track_op() {
-        let y = x.broadcast_matmul(&w.t()?)?;
-        let update =
-            x.broadcast_matmul(&a_t.to_dtype(dt)?.t()?)?.broadcast_matmul(&(b_t.to_dtype(dt)? * scale)?.t()?)?;
-        return Ok((y + update)?);
-    }
     let x = x.contiguous()?;
     let inputs = [x.detach(), a_t.detach(), b_t.detach()];
     let op = LoraOp { w: w.detach().contiguous()?, scale, inputs };
@@ -420,15 +428,12 @@ struct LoraOp {
     inputs: [Tensor; 3],
 }
 
-impl LoraOp {
-    fn forward(&self) -> CResult<Tensor> {
-        let [x, a, b] = &self.inputs;
-        let dt = x.dtype();
-        let y = x.broadcast_matmul(&self.w.t()?)?;
-        let update =
-            x.broadcast_matmul(&a.to_dtype(dt)?.t()?)?.broadcast_matmul(&(b.to_dtype(dt)? * self.scale)?.t()?)?;
-        (y + update)?.contiguous()
-    }
+/// `x Wᵀ + scale · (x Aᵀ) Bᵀ`, A and B in x's dtype.
+fn lora_forward(x: &Tensor, w: &Tensor, a: &Tensor, b: &Tensor, scale: f64) -> CResult<Tensor> {
+    let dt = x.dtype();
+    let y = x.broadcast_matmul(&w.t()?)?;
+    let update = x.broadcast_matmul(&a.to_dtype(dt)?.t()?)?.broadcast_matmul(&(b.to_dtype(dt)? * scale)?.t()?)?;
+    y + update
 }
 
 impl CustomOp3 for LoraOp {
@@ -445,12 +450,8 @@ impl CustomOp3 for LoraOp {
         _: &CpuStorage,
         _: &Layout,
     ) -> CResult<(CpuStorage, Shape)> {
-        let out = self.forward()?;
-        let (s, l) = out.storage_and_layout();
-        match &*s {
-            Storage::Cpu(c) => Ok((c.try_clone(l)?, out.shape().clone())),
-            _ => candle_core::bail!("lora: output not on the CPU"),
-        }
+        let [x, a, b] = &self.inputs;
+        cpu_storage(lora_forward(x, &self.w, a, b, self.scale)?, "lora")
     }
 
     fn cuda_fwd(
@@ -462,12 +463,8 @@ impl CustomOp3 for LoraOp {
         _: &CudaStorage,
         _: &Layout,
     ) -> CResult<(CudaStorage, Shape)> {
-        let out = self.forward()?;
-        let (s, l) = out.storage_and_layout();
-        match &*s {
-            Storage::Cuda(c) => Ok((c.try_clone(l)?, out.shape().clone())),
-            _ => candle_core::bail!("lora: output not on the GPU"),
-        }
+        let [x, a, b] = &self.inputs;
+        cuda_storage(lora_forward(x, &self.w, a, b, self.scale)?, "lora")
     }
 
     fn bwd(
