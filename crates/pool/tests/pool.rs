@@ -317,26 +317,14 @@ fn duplicate_example_ids_across_files_are_found() {
         .contains("duplicate"));
 }
 
-/// The child side of the crash test: writes batches until killed.
-#[test]
-fn crash_child_writer() {
-    let Ok(dir) = std::env::var("THRIVE_POOL_CRASH_DIR") else { return };
-    let mut w = PoolWriter::open(&dir).unwrap();
-    let start = w.pool().manifest().files.len() as u32;
-    for g in start + 1.. {
-        w.write_batch(&BatchKey::synthetic(Workflow::Accumulate, 0, g), &synthetic(Workflow::Accumulate, 0, g, 20_000))
-            .unwrap();
-    }
-}
-
 #[test]
 fn a_writer_killed_mid_write_leaves_a_readable_pool() {
     let dir = tempfile::tempdir().unwrap();
     let mut committed = 0;
     for (round, delay_ms) in [150u64, 420, 700, 260, 910].into_iter().enumerate() {
-        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "crash_child_writer", "--nocapture", "--test-threads", "1"])
-            .env("THRIVE_POOL_CRASH_DIR", dir.path())
+        // src/bin/pool-crash-writer.rs writes batches until killed.
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pool-crash-writer"))
+            .arg(dir.path())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
