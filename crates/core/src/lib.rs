@@ -33,7 +33,7 @@ pub mod workflow;
 
 pub use chain::{run_chain, ChainConfig, Selection, Setting};
 pub use error::{Error, Result};
-pub use grid::{run_grid, RunSpec};
+pub use grid::{par_map, run_grid, RunSpec};
 pub use manifest::Manifest;
 pub use points::Points;
 pub use results::{ParamValue, Params, ResultsTable, RunRecord};

@@ -21,10 +21,14 @@
 //! - faer is built without rayon: each fit runs on one thread and runs go in
 //!   parallel (thrive_core::run_grid), so results do not depend on threads.
 //!
-//! The generation loop, workflows and seeding are thrive-core's.
+//! The generation loop, workflows and seeding are thrive-core's. [`ValueGrid`] is the
+//! value-of-synthetic-data grid (protocol §5) on Gaussians: real points plus points sampled
+//! from a Gaussian fitted on `source_real` real points.
 
 mod moments;
 mod setting;
+mod value;
 
 pub use moments::Moments;
 pub use setting::{grid_specs, paper_grid, Batch, Gaussian, GaussianFit, Pool, Root, METRICS};
+pub use value::{value_metrics, ValueGrid, VALUE_METRICS, VALUE_SETTING};

@@ -65,7 +65,7 @@ pub struct GaussianFit {
     /// ln det Σ̂ (−∞ when singular).
     pub log_det: f64,
     /// A square root R with R Rᵀ = Σ̂: U Λ^½ (negative eigenvalues clamped to 0), or the Cholesky factor.
-    root: Mat<f64>,
+    pub(crate) root: Mat<f64>,
     /// Whether samples must be points (the pool subsamples, or points were asked for).
     sample_points: bool,
 }
@@ -125,7 +125,7 @@ impl Gaussian {
     }
 
     /// `n` draws from N(mean, root rootᵀ), row-major.
-    fn draw(&self, mean: &[f64], root: MatRef<'_, f64>, n: usize, rng: &mut Rng) -> Points {
+    pub(crate) fn draw(&self, mean: &[f64], root: MatRef<'_, f64>, n: usize, rng: &mut Rng) -> Points {
         let d = self.dim;
         let z: Vec<f64> = (0..n * d).map(|_| rng.sample(StandardNormal)).collect();
         let mut out = vec![0.0; n * d];
