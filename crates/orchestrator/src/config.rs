@@ -75,18 +75,78 @@ impl Default for LoopConfig {
 /// The value-of-synthetic grid (protocol §5): every cell fine-tunes the base model once on the
 /// first `num_real` rows of the real training split and the first `num_synthetic` rows of a
 /// source's synthetic data, and is evaluated on the real validation split.
+///
+/// A source is the base model fine-tuned on real rows, which then samples `sampling.count` rows.
+/// Its quality is set by `source_real`, `source_epochs` and `source_temperature`; each takes one
+/// value or a list, and a list makes it an axis of the grid (every combination with every seed
+/// in `sources` is a source of its own).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ValueConfig {
     pub num_real: Vec<usize>,
     pub num_synthetic: Vec<usize>,
-    /// Synthetic sources: source s is the base model fine-tuned once on the whole real training
-    /// split (seed s), which samples `sampling.count` rows (the paper: 200,000).
+    /// Seeds of the sources (the paper: one source fine-tuned on the whole real split).
     pub sources: Vec<u64>,
+    /// Real training rows (the first ones of the split) each source is fine-tuned on
+    /// [default: all of them, as the paper].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_real: Option<OneOrMany<usize>>,
+    /// The sources' epochs [default: sft.epochs].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_epochs: Option<OneOrMany<usize>>,
+    /// The temperature the sources sample at [default: sampling.temperature].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_temperature: Option<OneOrMany<f64>>,
     /// Training seeds of every cell.
     pub seeds: Vec<u64>,
     /// `first` rows in pool order (the paper) or a seeded `random` choice.
     pub pick: String,
+}
+
+/// One value, or a list of them that makes the key an axis of a grid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T: Copy> OneOrMany<T> {
+    pub fn values(&self) -> Vec<T> {
+        match self {
+            OneOrMany::One(v) => vec![*v],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// What sets a source's quality; `None` where the run file leaves the key to its default.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SourceQuality {
+    pub real: Option<usize>,
+    pub epochs: Option<usize>,
+    pub temperature: Option<f64>,
+}
+
+// Total: the run file's check refuses NaN temperatures.
+impl Eq for SourceQuality {}
+
+impl SourceQuality {
+    /// The part of a source's directory name that tells its quality apart ("" for the paper's
+    /// source, so that such runs keep their layout).
+    pub fn label(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(r) = self.real {
+            parts.push(format!("real-{r}"));
+        }
+        if let Some(e) = self.epochs {
+            parts.push(format!("epochs-{e}"));
+        }
+        if let Some(t) = self.temperature {
+            parts.push(format!("temperature-{t}"));
+        }
+        parts.join("-")
+    }
 }
 
 impl Default for ValueConfig {
@@ -95,6 +155,9 @@ impl Default for ValueConfig {
             num_real: vec![0, 256, 1024],
             num_synthetic: vec![0, 256, 1024],
             sources: vec![0],
+            source_real: None,
+            source_epochs: None,
+            source_temperature: None,
             seeds: vec![0],
             pick: "first".into(),
         }
@@ -102,6 +165,22 @@ impl Default for ValueConfig {
 }
 
 impl ValueConfig {
+    /// Every combination of the source-quality keys, in the order real × epochs × temperature.
+    pub fn qualities(&self) -> Vec<SourceQuality> {
+        fn axis<T: Copy>(v: &Option<OneOrMany<T>>) -> Vec<Option<T>> {
+            v.as_ref().map_or(vec![None], |v| v.values().into_iter().map(Some).collect())
+        }
+        let mut out = Vec::new();
+        for real in axis(&self.source_real) {
+            for epochs in axis(&self.source_epochs) {
+                for temperature in axis(&self.source_temperature) {
+                    out.push(SourceQuality { real, epochs, temperature });
+                }
+            }
+        }
+        out
+    }
+
     fn check(&self, sampled: usize) -> std::result::Result<(), String> {
         for (key, list) in [("value.num_real", &self.num_real), ("value.num_synthetic", &self.num_synthetic)] {
             if list.is_empty() {
@@ -121,6 +200,34 @@ impl ValueConfig {
             return Err(format!(
                 "value.num_synthetic: {most} is more than the {sampled} rows each source samples (sampling.count)"
             ));
+        }
+        // (key, values, smallest allowed): rows and epochs at least 1; temperature 0 is greedy.
+        let lists = [
+            (
+                "value.source_real",
+                self.source_real.as_ref().map(|v| v.values().iter().map(|&x| x as f64).collect()),
+                1.0,
+            ),
+            (
+                "value.source_epochs",
+                self.source_epochs.as_ref().map(|v| v.values().iter().map(|&x| x as f64).collect()),
+                1.0,
+            ),
+            ("value.source_temperature", self.source_temperature.as_ref().map(|v| v.values()), 0.0),
+        ];
+        for (key, values, least) in lists {
+            let Some(values): Option<Vec<f64>> = values else { continue };
+            if values.is_empty() {
+                return Err(format!("{key}: name at least one value, or leave the key out for its default"));
+            }
+            if let Some(bad) = values.iter().find(|&&v| !(v >= least && v.is_finite())) {
+                return Err(format!("{key}: {bad} is out of range (at least {least})"));
+            }
+            let mut sorted = values.clone();
+            sorted.sort_by(f64::total_cmp);
+            if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+                return Err(format!("{key}: {} is listed twice", w[0]));
+            }
         }
         Ok(())
     }

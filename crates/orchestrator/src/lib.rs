@@ -9,9 +9,9 @@ mod config;
 mod error;
 mod run;
 
-pub use config::{DataConfig, LoopConfig, RunConfig, SamplingConfig, ValueConfig};
+pub use config::{DataConfig, LoopConfig, OneOrMany, RunConfig, SamplingConfig, SourceQuality, ValueConfig};
 pub use error::{Error, Result};
-pub use run::{is_done, model_dir, plan, results, run, to_sft, ModelDone, RunDir, Step, METRICS};
+pub use run::{is_done, model_dir, plan, results, run, sources, to_sft, ModelDone, RunDir, SourceId, Step, METRICS};
 pub use thrive_sft::SftSettings;
 
 /// What a run directory holds: its configuration and every step, done or not.

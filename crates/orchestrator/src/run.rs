@@ -14,7 +14,7 @@
 //! same configuration again therefore continues where a killed run stopped and ends with the
 //! same results as an uninterrupted run.
 
-use crate::config::RunConfig;
+use crate::config::{RunConfig, SourceQuality};
 use crate::error::io;
 use crate::{Error, Result};
 use candle_core::{DType, Device};
@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use thrive_core::results::{Params, ResultsTable, RunRecord};
 use thrive_core::{Seeds, Stream, Workflow};
-use thrive_pool::{BatchKey, ColumnMapping, HubSource, Pick, Pool, PoolWriter, TokenCounter, View, VALUE_SOURCE};
+use thrive_pool::{BatchKey, ColumnMapping, HubSource, Pick, Pool, PoolWriter, TokenCounter, View};
 use thrive_sampler::{file_sha256, synthesize, Mode, Origin};
 use thrive_sft::{evaluate, resolve_model_dir, train, Example, Gemma, RunControl, TextEncoder};
 
@@ -63,13 +63,14 @@ pub enum Step {
         chain: u64,
         generation: u32,
     },
-    /// Value grid: fine-tune source `source`'s model on the real training split.
+    /// Value grid: fine-tune a source model on (the first `source_real` rows of) the real
+    /// training split.
     TrainSource {
-        source: u64,
+        source: SourceId,
     },
     /// Value grid: sample the source's synthetic rows into the pool.
     SampleSource {
-        source: u64,
+        source: SourceId,
     },
     /// Value grid: one cell. `source` is `None` when the cell has no synthetic rows (then the
     /// source does not matter and the cell is trained once per seed); with no rows at all the
@@ -77,9 +78,43 @@ pub enum Step {
     Cell {
         num_real: usize,
         num_synthetic: usize,
-        source: Option<u64>,
+        source: Option<SourceId>,
         seed: u64,
     },
+}
+
+/// A source of the value grid: its seed, and its quality (the `index`th combination of the
+/// run file's source-quality keys, [`crate::ValueConfig::qualities`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceId {
+    pub seed: u64,
+    pub index: u32,
+    pub quality: SourceQuality,
+}
+
+impl SourceId {
+    /// Its directory under models/value: `source-SEED`, with the quality appended when the run
+    /// file sets any source-quality key.
+    fn dir_name(&self) -> String {
+        match self.quality.label() {
+            label if label.is_empty() => format!("source-{}", self.seed),
+            label => format!("source-{}-{label}", self.seed),
+        }
+    }
+
+    /// Its synthetic rows' pool batch.
+    pub fn batch(&self) -> BatchKey {
+        BatchKey::value_source(self.seed, self.index)
+    }
+}
+
+impl std::fmt::Display for SourceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.quality.label() {
+            label if label.is_empty() => write!(f, "{}", self.seed),
+            label => write!(f, "{} ({})", self.seed, label.replace('-', " ")),
+        }
+    }
 }
 
 /// A run directory's layout.
@@ -98,16 +133,16 @@ impl RunDir {
             .join(format!("chain-{chain}"))
             .join(format!("gen-{generation:04}"))
     }
-    pub fn source_model(&self, source: u64) -> PathBuf {
-        self.root.join("models").join("value").join(format!("source-{source}"))
+    pub fn source_model(&self, source: SourceId) -> PathBuf {
+        self.root.join("models").join("value").join(source.dir_name())
     }
-    pub fn cell(&self, num_real: usize, num_synthetic: usize, source: Option<u64>, seed: u64) -> PathBuf {
+    pub fn cell(&self, num_real: usize, num_synthetic: usize, source: Option<SourceId>, seed: u64) -> PathBuf {
         let v = self.root.join("models").join("value");
         match (num_real + num_synthetic, source) {
             (0, _) => v.join("base"),
             (_, None) => v.join("real-only").join(format!("seed-{seed}")).join(format!("real-{num_real}")),
             (_, Some(s)) => v
-                .join(format!("source-{s}"))
+                .join(s.dir_name())
                 .join(format!("seed-{seed}"))
                 .join(format!("real-{num_real}-synthetic-{num_synthetic}")),
         }
@@ -124,7 +159,8 @@ impl RunDir {
 pub fn plan(cfg: &RunConfig) -> Vec<Step> {
     let mut steps = Vec::new();
     if let Some(v) = &cfg.value {
-        for &source in &v.sources {
+        let sources = sources(cfg);
+        for &source in &sources {
             steps.push(Step::TrainSource { source });
             steps.push(Step::SampleSource { source });
         }
@@ -141,7 +177,7 @@ pub fn plan(cfg: &RunConfig) -> Vec<Step> {
                     } else if num_synthetic == 0 {
                         steps.push(Step::Cell { num_real, num_synthetic, source: None, seed });
                     } else {
-                        for &source in &v.sources {
+                        for &source in &sources {
                             steps.push(Step::Cell { num_real, num_synthetic, source: Some(source), seed });
                         }
                     }
@@ -164,6 +200,18 @@ pub fn plan(cfg: &RunConfig) -> Vec<Step> {
     steps
 }
 
+/// The value grid's sources: every seed with every source quality (none for a generation loop).
+pub fn sources(cfg: &RunConfig) -> Vec<SourceId> {
+    let Some(v) = &cfg.value else { return Vec::new() };
+    let qualities = v.qualities();
+    v.sources
+        .iter()
+        .flat_map(|&seed| {
+            qualities.iter().enumerate().map(move |(i, &quality)| SourceId { seed, index: i as u32, quality })
+        })
+        .collect()
+}
+
 /// Where a model step writes (its `done.json` marks it complete); `None` for sampling steps.
 pub fn model_dir(dir: &RunDir, step: Step) -> Option<PathBuf> {
     match step {
@@ -178,7 +226,7 @@ pub fn model_dir(dir: &RunDir, step: Step) -> Option<PathBuf> {
 fn sample_key(step: Step) -> Option<BatchKey> {
     match step {
         Step::Sample { workflow, chain, generation } => Some(BatchKey::synthetic(workflow, chain, generation)),
-        Step::SampleSource { source } => Some(BatchKey::value_source(source)),
+        Step::SampleSource { source } => Some(source.batch()),
         _ => None,
     }
 }
@@ -276,6 +324,11 @@ pub fn run(cfg: &RunConfig) -> Result<ResultsTable> {
                 "value.num_real: {most} is more than the {rows} rows of the real training split"
             )));
         }
+        if let Some(&most) = v.source_real.iter().flat_map(|r| r.values()).max().filter(|&m| m > rows).as_ref() {
+            return Err(Error::Invalid(format!(
+                "value.source_real: {most} is more than the {rows} rows of the real training split"
+            )));
+        }
     }
     // Recorded only once the settings are known to work with the data, so that a run file fixed
     // after an error here is not refused as another configuration.
@@ -311,8 +364,9 @@ pub fn run(cfg: &RunConfig) -> Result<ResultsTable> {
                 ctx.fit(step, rows, &from, (chain, generation), cfg.generation_loop().continue_from_previous)?;
             }
             Step::TrainSource { source } => {
-                let rows = pool.read_batch(&BatchKey::real("train"))?;
-                ctx.fit(step, rows, &base_dir, (source, 1), false)?;
+                let mut rows = pool.read_batch(&BatchKey::real("train"))?;
+                rows.truncate(source.quality.real.unwrap_or(usize::MAX));
+                ctx.fit(step, rows, &base_dir, (source.seed, 1), false)?;
             }
             Step::Cell { num_real: 0, num_synthetic: 0, .. } => ctx.evaluate_base(step)?,
             Step::Cell { num_real, num_synthetic, source, seed } => {
@@ -320,13 +374,7 @@ pub fn run(cfg: &RunConfig) -> Result<ResultsTable> {
                 let pick = if v.pick == "random" { Pick::Random { seed } } else { Pick::First };
                 let rows = match source {
                     Some(s) => {
-                        let view = View::Mix {
-                            num_real,
-                            num_synthetic,
-                            synthetic: BatchKey::value_source(s),
-                            pick,
-                            filter: None,
-                        };
+                        let view = View::Mix { num_real, num_synthetic, synthetic: s.batch(), pick, filter: None };
                         pool.view(&view)?.examples()?
                     }
                     None => first_real(&pool, num_real, pick)?,
@@ -340,12 +388,24 @@ pub fn run(cfg: &RunConfig) -> Result<ResultsTable> {
                 } else {
                     base_dir.clone()
                 };
-                let origin = (workflow.name(), chain, generation);
-                ctx.sample(&dir.model(workflow, chain, generation), &from, origin, &tokenizer_path)?;
+                let target = Target {
+                    key: BatchKey::synthetic(workflow, chain, generation),
+                    call_seed: Seeds::new(chain).derive_u64(Stream::Synthesize(generation)),
+                    temperature: cfg.sampling.temperature,
+                };
+                ctx.sample(&dir.model(workflow, chain, generation), &from, target, &tokenizer_path)?;
             }
             Step::SampleSource { source } => {
                 drop(pool);
-                ctx.sample(&dir.source_model(source), &base_dir, (VALUE_SOURCE, source, 1), &tokenizer_path)?;
+                // Every quality of a seed samples with the same random stream (common random
+                // numbers: the sources differ by their quality alone).
+                let call = Seeds::new(source.seed).derive_u64(Stream::Synthesize(1));
+                let target = Target {
+                    key: source.batch(),
+                    call_seed: call,
+                    temperature: source.quality.temperature.unwrap_or(cfg.sampling.temperature),
+                };
+                ctx.sample(&dir.source_model(source), &base_dir, target, &tokenizer_path)?;
             }
         }
         bar.inc(1);
@@ -426,6 +486,13 @@ fn first_real(pool: &Pool, n: usize, pick: Pick) -> Result<Vec<thrive_pool::Exam
     })
 }
 
+/// Where a sampling step writes, and how it samples.
+struct Target {
+    key: BatchKey,
+    call_seed: u64,
+    temperature: f64,
+}
+
 /// What every step of a run shares.
 struct Context<'a> {
     cfg: &'a RunConfig,
@@ -462,7 +529,10 @@ impl Context<'_> {
         if train_set.is_empty() {
             return Err(Error::Invalid(format!("{}: empty training set", describe(step))));
         }
-        let train_cfg = self.cfg.train_config(seed, generation).map_err(Error::Invalid)?;
+        let mut train_cfg = self.cfg.train_config(seed, generation).map_err(Error::Invalid)?;
+        if let Step::TrainSource { source } = step {
+            train_cfg.epochs = source.quality.epochs.unwrap_or(train_cfg.epochs);
+        }
         let mut model = match train_cfg.mode {
             thrive_sft::Mode::Full => Gemma::load_full(from, self.dtype, self.device)?,
             thrive_sft::Mode::Lora(_) => Gemma::load(from, self.dtype, self.device)?,
@@ -526,14 +596,11 @@ impl Context<'_> {
     }
 
     /// Samples `sampling.count` rows from the model trained in `model_dir` (on top of `base`)
-    /// into the pool batch of `(chain name, chain, generation)`.
-    fn sample(
-        &self,
-        model_dir: &Path,
-        base: &Path,
-        (name, chain, generation): (&str, u64, u32),
-        tokenizer: &Path,
-    ) -> Result<()> {
+    /// into the pool batch `target.key`.
+    fn sample(&self, model_dir: &Path, base: &Path, target: Target, tokenizer: &Path) -> Result<()> {
+        let BatchKey::Synthetic { workflow: name, chain, generation } = target.key.clone() else {
+            unreachable!("sampling writes synthetic batches")
+        };
         let cfg = self.cfg;
         let lora = match cfg.train_config(0, 1).map_err(Error::Invalid)?.mode {
             thrive_sft::Mode::Lora(l) => Some(l),
@@ -566,19 +633,19 @@ impl Context<'_> {
             },
         };
         let origin = Origin {
-            workflow: name.into(),
+            workflow: name.clone(),
             chain,
             generation,
             base_model: cfg.model.clone(),
             adapter_path: Some(weights_dir.display().to_string()),
             adapter_sha256: Some(file_sha256(&weights)?),
-            call_seed: Seeds::new(chain).derive_u64(Stream::Synthesize(generation)),
+            call_seed: target.call_seed,
         };
-        let settings = cfg.sampler_settings().map_err(Error::Invalid)?;
+        let mut settings = cfg.sampler_settings().map_err(Error::Invalid)?;
+        settings.temperature = target.temperature;
         let mut out = synthesize(&model, self.enc, &mode, cfg.sampling.count, &settings, &origin, Some(self.multi))?;
         TokenCounter::from_file(tokenizer)?.annotate(&mut out.rows)?;
-        let key = BatchKey::Synthetic { workflow: name.into(), chain, generation };
-        PoolWriter::open(self.dir.pool())?.write_batch(&key, &out.rows)?;
+        PoolWriter::open(self.dir.pool())?.write_batch(&target.key, &out.rows)?;
         tracing::info!(kind = name, chain, generation, rows = out.rows.len(), rejections = ?out.rejections, "sampled");
         Ok(())
     }
@@ -600,6 +667,11 @@ pub fn results(cfg: &RunConfig, dir: &RunDir) -> Result<ResultsTable> {
     };
     let mode = if cfg.sft.full { "full" } else { "lora" };
     if cfg.value.is_some() {
+        // A source's real rows when the run file leaves source_real to its default: all of them.
+        let train_rows = match Pool::open(dir.pool()) {
+            Ok(pool) if pool.contains(&BatchKey::real("train")) => pool.entry(&BatchKey::real("train"))?.rows as i64,
+            _ => -1,
+        };
         let mut table = ResultsTable::new("lm-value", METRICS.iter().map(|m| m.to_string()).collect());
         for step in plan(cfg) {
             let Step::Cell { num_real, num_synthetic, source, seed } = step else { continue };
@@ -612,7 +684,14 @@ pub fn results(cfg: &RunConfig, dir: &RunDir) -> Result<ResultsTable> {
                 .with("mode", mode)
                 .with("num_real", num_real)
                 .with("num_synthetic", num_synthetic)
-                .with("source", source.map_or(-1, |s| s as i64));
+                .with("source", source.map_or(-1, |s| s.seed as i64))
+                // The source's quality; -1 (NaN) for cells without synthetic rows.
+                .with("source_real", source.map_or(-1, |s| s.quality.real.map_or(train_rows, |r| r as i64)))
+                .with("source_epochs", source.map_or(-1, |s| s.quality.epochs.unwrap_or(cfg.sft.epochs) as i64))
+                .with(
+                    "source_temperature",
+                    source.map_or(f64::NAN, |s| s.quality.temperature.unwrap_or(cfg.sampling.temperature)),
+                );
             table.push(RunRecord { params, workflow: None, seed, metrics: metrics_of(read_done(&path)?).to_vec() })?;
         }
         return Ok(table);

@@ -140,12 +140,14 @@ fn a_value_grid_trains_every_cell_once() {
     }
     // The source's rows are in the pool, traced back to the real training split.
     let pool = thrive_pool::Pool::open(out.join("pool")).unwrap();
-    let rows = pool.read_batch(&thrive_pool::BatchKey::value_source(1)).unwrap();
+    let rows = pool.read_batch(&thrive_pool::BatchKey::value_source(1, 0)).unwrap();
     assert!(!rows.is_empty() && rows.len() <= 12);
     let lineage = pool.lineage(&rows[0].example_id).unwrap();
     assert_eq!(lineage.model_trained_on, vec![thrive_pool::BatchKey::real("train")]);
     // Cells keep their metrics, not their weights or checkpoints.
-    let cell = RunDir { root: out.clone() }.cell(8, 8, Some(1), 0);
+    let source = thrive_orchestrator::sources(&cfg)[0];
+    assert_eq!(source.seed, 1);
+    let cell = RunDir { root: out.clone() }.cell(8, 8, Some(source), 0);
     let names: Vec<String> =
         std::fs::read_dir(&cell).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert!(names.contains(&"done.json".to_string()) && names.contains(&"metrics.parquet".to_string()), "{names:?}");
@@ -183,4 +185,56 @@ fn value_grid_files_name_their_bad_keys() {
     // Fixed, the same directory runs (the failed attempt recorded no configuration).
     let fixed = RunConfig::from_toml(&text.replace("num_real = [0, 6000]", "num_real = [0, 8]"), Path::new("run.toml"));
     assert_eq!(run(&fixed.unwrap()).unwrap().runs.len(), 1 + 2 + 4);
+}
+
+#[test]
+fn source_quality_keys_make_axes_and_bad_values_are_named() {
+    let out = Path::new("/tmp/unused");
+    let parse = |extra: &str| {
+        let text = value_config(out).replace("seeds = [0, 2]", &format!("seeds = [0, 2]\n{extra}"));
+        // `sources = ...` in `extra` replaces the file's.
+        let text = if extra.contains("sources") { text.replacen("sources = [1]\n", "", 1) } else { text };
+        RunConfig::from_toml(&text, Path::new("run.toml"))
+    };
+    // No key: the paper's one source a seed, laid out as before.
+    let cfg = parse("").unwrap();
+    let s = sources(&cfg);
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].quality, SourceQuality { real: None, epochs: None, temperature: None });
+    assert_eq!(RunDir { root: out.into() }.source_model(s[0]), out.join("models/value/source-1"));
+    assert_eq!(s[0].batch(), thrive_pool::BatchKey::value_source(1, 0));
+    // A list is an axis, a single value is not; every seed gets every quality.
+    let cfg = parse("sources = [1, 3]\nsource_real = [4, 16]\nsource_epochs = 2\nsource_temperature = [0.5, 1.0]")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let s = sources(&cfg);
+    assert_eq!(s.len(), 2 * 2 * 2);
+    assert!(s.iter().all(|s| s.quality.epochs == Some(2)));
+    let distinct: std::collections::BTreeSet<_> = s.iter().map(|s| format!("{:?}", s.batch())).collect();
+    assert_eq!(distinct.len(), 8, "every source has its own pool batch");
+    assert_eq!(
+        RunDir { root: out.into() }.source_model(s[1]),
+        out.join("models/value/source-1-real-4-epochs-2-temperature-1")
+    );
+    // Cells with synthetic rows: 2 seeds x 3 num_real x 8 sources.
+    let cells = plan(&cfg).iter().filter(|s| matches!(s, Step::Cell { source: Some(_), .. })).count();
+    assert_eq!(cells, 2 * 3 * 8);
+    let bad = |extra: &str, needles: &[&str]| {
+        let err = parse(extra).unwrap_err().to_string();
+        for n in needles {
+            assert!(err.contains(n), "expected `{n}` in: {err}");
+        }
+    };
+    bad("source_real = 0", &["value.source_real", "0"]);
+    bad("source_real = []", &["value.source_real"]);
+    bad("source_epochs = [1, 1]", &["value.source_epochs", "twice"]);
+    bad("source_temperature = -0.5", &["value.source_temperature", "-0.5"]);
+    bad("source_real = \"all\"", &["source_real"]);
+    bad("pick = [\"first\"]", &["pick"]);
+    bad("source_reel = 3", &["source_reel"]);
+    // More source rows than the real split has: refused before any training.
+    let tmp = tempfile::tempdir().unwrap();
+    let text = value_config(&tmp.path().join("v")).replace("seeds = [0, 2]", "seeds = [0, 2]\nsource_real = 100000");
+    let err = run(&RunConfig::from_toml(&text, Path::new("run.toml")).unwrap()).unwrap_err().to_string();
+    assert!(err.contains("value.source_real") && err.contains("100000"), "{err}");
+    assert!(!tmp.path().join("v/models").exists());
 }

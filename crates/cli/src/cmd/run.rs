@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
-use thrive_orchestrator::{RunConfig, Step};
+use thrive_orchestrator::{RunConfig, SourceId, Step};
 
 #[derive(clap::Args)]
 pub struct RunArgs {
@@ -88,7 +88,7 @@ pub fn status(a: StatusArgs) -> Result<()> {
 /// The table columns of a step: kind, then (workflow, chain, generation) or (source, seed, real,
 /// synthetic).
 fn columns(step: &Step) -> [String; 5] {
-    let opt = |s: Option<u64>| s.map_or("-".to_string(), |s| s.to_string());
+    let opt = |s: Option<SourceId>| s.map_or("-".to_string(), |s| s.to_string());
     match *step {
         Step::Train { workflow, chain, generation } => {
             ["train".into(), workflow.name().into(), chain.to_string(), generation.to_string(), String::new()]
@@ -97,7 +97,8 @@ fn columns(step: &Step) -> [String; 5] {
             ["sample".into(), workflow.name().into(), chain.to_string(), generation.to_string(), String::new()]
         }
         Step::TrainSource { source } => {
-            ["train-source".into(), source.to_string(), "-".into(), "all".into(), "0".into()]
+            let real = source.quality.real.map_or("all".into(), |r| r.to_string());
+            ["train-source".into(), source.to_string(), "-".into(), real, "0".into()]
         }
         Step::SampleSource { source } => {
             ["sample-source".into(), source.to_string(), "-".into(), "-".into(), "-".into()]
@@ -106,6 +107,12 @@ fn columns(step: &Step) -> [String; 5] {
             ["cell".into(), opt(source), seed.to_string(), num_real.to_string(), num_synthetic.to_string()]
         }
     }
+}
+
+/// A source as JSON: its seed and the quality keys the run file sets (null: the default).
+fn source_json(source: SourceId) -> serde_json::Value {
+    let q = source.quality;
+    serde_json::json!({"seed": source.seed, "real": q.real, "epochs": q.epochs, "temperature": q.temperature})
 }
 
 fn step_json(step: &Step) -> serde_json::Value {
@@ -117,11 +124,12 @@ fn step_json(step: &Step) -> serde_json::Value {
         Step::Sample { workflow, chain, generation } => {
             json!({"step": "sample", "workflow": workflow.name(), "chain": chain, "generation": generation})
         }
-        Step::TrainSource { source } => json!({"step": "train-source", "source": source}),
-        Step::SampleSource { source } => json!({"step": "sample-source", "source": source}),
-        Step::Cell { num_real, num_synthetic, source, seed } => {
-            json!({"step": "cell", "num_real": num_real, "num_synthetic": num_synthetic, "source": source, "seed": seed})
-        }
+        Step::TrainSource { source } => json!({"step": "train-source", "source": source_json(source)}),
+        Step::SampleSource { source } => json!({"step": "sample-source", "source": source_json(source)}),
+        Step::Cell { num_real, num_synthetic, source, seed } => json!({
+            "step": "cell", "num_real": num_real, "num_synthetic": num_synthetic,
+            "source": source.map(source_json), "seed": seed
+        }),
     }
 }
 
