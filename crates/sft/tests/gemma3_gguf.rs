@@ -3,7 +3,7 @@
 //! (tests/fixtures/gemma3_reference.json, from scripts/gemma3_reference.py): the prompt ids, the
 //! logits at the last prompt position, and 24 greedy tokens through the KV-cached decoding path.
 //!
-//! Without the GGUF the tests say they are skipped and pass, unless `THRIVE_GEMMA3_GGUF` names the
+//! Without the GGUF the test prints SKIPPED on stderr and passes, unless `THRIVE_GEMMA3_GGUF` names the
 //! file (CI fetches it and sets it).
 
 mod common;
@@ -37,14 +37,14 @@ fn reference() -> Reference {
 
 #[test]
 fn gemma3_gguf_matches_transformers() {
-    let Some(path) = gguf() else { return };
+    let Some(path) = gguf("gemma3_gguf_matches_transformers") else { return };
     let reference = reference();
+    assert_eq!(sha256_file(&path), reference.gguf_sha256, "{} is not the file the fixture was made from", path.display());
     let dir = gguf_model_dir(&path).unwrap();
     // Converted once: a second call finds the directory up to date.
     let stamp = std::fs::metadata(dir.join("model.safetensors")).unwrap().modified().unwrap();
     assert_eq!(gguf_model_dir(&path).unwrap(), dir);
     assert_eq!(std::fs::metadata(dir.join("model.safetensors")).unwrap().modified().unwrap(), stamp);
-    assert!(!reference.gguf_sha256.is_empty());
 
     let device = Device::Cpu;
     let model = Gemma::load(&dir, DType::F32, &device).unwrap();

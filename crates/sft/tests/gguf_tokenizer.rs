@@ -4,7 +4,7 @@
 //!
 //! The GGUF (253 MB) is not in the repository: `bash scripts/fetch-gemma3.sh` puts it in
 //! `${THRIVE_CACHE:-$HOME/.cache/thrive}/gemma3-270m/`, or `THRIVE_GEMMA3_GGUF` names it. Without
-//! it the test says it is skipped and passes, unless `THRIVE_GEMMA3_GGUF` is set. The `tiny_*` tests
+//! it the tests print SKIPPED on stderr and pass, unless `THRIVE_GEMMA3_GGUF` is set. The `tiny_*` tests
 //! need no file: they build a tokenizer from a made-up vocabulary of a few hundred pieces.
 
 mod common;
@@ -51,8 +51,9 @@ fn ids(tokenizer: &Tokenizer, text: &str, special: bool) -> Vec<u32> {
 
 #[test]
 fn gemma3_tokenizer_matches_sentencepiece() {
-    let Some(path) = gguf() else { return };
+    let Some(path) = gguf("gemma3_tokenizer_matches_sentencepiece") else { return };
     let fixture = fixture();
+    assert_eq!(sha256_file(&path), fixture.gguf_sha256, "{} is not the file the fixture was made from", path.display());
     let start = std::time::Instant::now();
     let tokenizer = tokenizer(&path);
     println!("built from {} in {:.2?} ({} cases)", path.display(), start.elapsed(), fixture.cases.len());
@@ -88,7 +89,7 @@ fn gemma3_tokenizer_matches_sentencepiece() {
 /// tokens kept gives their text back.
 #[test]
 fn gemma3_tokenizer_control_tokens_in_text() {
-    let Some(path) = gguf() else { return };
+    let Some(path) = gguf("gemma3_tokenizer_control_tokens_in_text") else { return };
     let fixture = fixture();
     let mut tokenizer = tokenizer(&path);
     tokenizer.set_encode_special_tokens(false);
