@@ -15,7 +15,9 @@ use thrive_core::{
 /// - `det_ratio`: det Σ̂ / det Σ₀ (product of the eigenvalues; 0 or tiny when singular).
 /// - `log_det_ratio`: ln det Σ̂ − ln det Σ₀, which cannot underflow (−∞ when singular).
 /// - `trace_ratio`: tr Σ̂ / (d σ²).
-/// - `fit_variance`: Σ̂[0,0] when d = 1, NaN otherwise (as the paper logs it).
+/// - `fit_variance`: Σ̂[0,0], the fitted variance of the first coordinate. For d = 1 it is the
+///   paper's "Fit Covariance (Numerical)"; the paper logs NaN for d > 1, we keep the first
+///   coordinate's variance (a column that is never NaN).
 pub const METRICS: [&str; 5] = ["mean_squared_error", "det_ratio", "log_det_ratio", "trace_ratio", "fit_variance"];
 
 /// N(0, σ² I_d) as the true distribution.
@@ -120,7 +122,7 @@ impl Gaussian {
         let d = self.dim as f64;
         let se: f64 = fit.mean.iter().map(|m| m * m).sum();
         let trace: f64 = (0..self.dim).map(|i| fit.covariance[(i, i)]).sum();
-        let fit_variance = if self.dim == 1 { fit.covariance[(0, 0)] } else { f64::NAN };
+        let fit_variance = fit.covariance[(0, 0)];
         [se, fit.det / self.sigma2.powf(d), fit.log_det - d * self.sigma2.ln(), trace / (d * self.sigma2), fit_variance]
     }
 
