@@ -2,6 +2,7 @@
 # Creates scripts/.venv with the Python reference implementations.
 #   bash scripts/setup-python.sh        numpy, scikit-learn, pyarrow
 #   bash scripts/setup-python.sh lm     also torch, transformers, peft (large)
+#   bash scripts/setup-python.sh readers  also polars, DuckDB, datasets (scripts/check_readers.py)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 venv="$here/.venv"
@@ -10,5 +11,8 @@ venv="$here/.venv"
 "$venv/bin/python" -m pip install -q -r "$here/requirements.txt"
 if [ "${1:-}" = "lm" ]; then
   "$venv/bin/python" -m pip install -q -r "$here/requirements-lm.txt"
+fi
+if [ "${1:-}" = "readers" ]; then
+  "$venv/bin/python" -m pip install -q -r "$here/requirements-readers.txt"
 fi
 echo "$venv/bin/python"
