@@ -6,7 +6,7 @@ use serde_json::json;
 use std::path::PathBuf;
 use thrive_core::manifest::Stopwatch;
 use thrive_core::{run_grid, Workflow};
-use thrive_gaussian::{grid_specs, paper_grid, Gaussian, Root, METRICS};
+use thrive_gaussian::{grid_specs, paper_grid, Gaussian, Root, ValueGrid, METRICS};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -41,9 +41,24 @@ pub struct Args {
     /// `cholesky` (where positive definite, else eigen; same distribution, faster at large d).
     #[arg(long, default_value = "eigen")]
     root: String,
-    /// Results file (Parquet); the manifest is written beside it.
-    #[arg(long, default_value = "results/gaussian.parquet")]
-    out: PathBuf,
+    /// The value-of-synthetic-data grid instead of generation chains: each cell fits real points
+    /// plus points sampled from a Gaussian fitted on --source-real real points (setting
+    /// `gaussian-value`, metrics kl, mean_squared_error, covariance_error).
+    #[arg(long, conflicts_with_all = ["n", "generations", "workflow", "real", "grid", "sample_points"])]
+    value: bool,
+    /// With --value: real points per cell (comma-separated) [default: 16,32,64,128,256,512,1024].
+    #[arg(long, requires = "value")]
+    num_real: Option<String>,
+    /// With --value: synthetic points per cell (comma-separated; 0 is the cell without) [default: 0,16,64,256,1024,4096].
+    #[arg(long, requires = "value")]
+    num_synthetic: Option<String>,
+    /// With --value: real points the source Gaussian is fitted on (comma-separated: an axis) [default: 64,512].
+    #[arg(long, requires = "value")]
+    source_real: Option<String>,
+    /// Results file (Parquet); the manifest is written beside it [default: results/gaussian.parquet,
+    /// or results/gaussian-value.parquet with --value].
+    #[arg(long)]
+    out: Option<PathBuf>,
     /// Draw the figures and print the summary when done (as `thrive report`).
     #[arg(long)]
     report: bool,
@@ -51,6 +66,10 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let watch = Stopwatch::start();
+    if args.value {
+        return run_value(args, watch);
+    }
+    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("results/gaussian.parquet"));
     let (dims, ns) = match args.grid.as_deref() {
         None => (parse_list::<usize>("--dim", &args.dim)?, parse_list::<usize>("--n", &args.n)?),
         Some("paper") => paper_grid(),
@@ -67,9 +86,7 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(&n) = ns.iter().find(|&&n| n < args.real) {
         bail!("--real {}: cannot keep more real points than n = {n}", args.real);
     }
-    if args.out.extension().and_then(|e| e.to_str()) != Some("parquet") {
-        bail!("--out {}: the results file must end in .parquet", args.out.display());
-    }
+    check_out(&out)?;
     let root = match args.root.as_str() {
         "eigen" => Root::Eigen,
         "cholesky" => Root::Cholesky,
@@ -98,9 +115,60 @@ pub fn run(args: Args) -> Result<()> {
         "workflows": workflows.iter().map(|w| w.name()).collect::<Vec<_>>(),
         "sigma2": args.sigma2, "real": args.real, "grid": args.grid, "sample_points": args.sample_points, "root": args.root,
     });
-    write_results(&table, &args.out, config, &args.seeds, &watch)?;
+    write_results(&table, &out, config, &args.seeds, &watch)?;
     if args.report {
-        super::report::report_table(&table, &args.out)?;
+        super::report::report_table(&table, &out)?;
+    }
+    Ok(())
+}
+
+fn check_out(out: &std::path::Path) -> Result<()> {
+    if out.extension().and_then(|e| e.to_str()) != Some("parquet") {
+        bail!("--out {}: the results file must end in .parquet", out.display());
+    }
+    Ok(())
+}
+
+/// `--value`: the value-of-synthetic grid; every size is checked before anything runs.
+fn run_value(args: Args, watch: Stopwatch) -> Result<()> {
+    let list = |flag: &str, given: &Option<String>, default: &str| {
+        parse_list::<usize>(flag, given.as_deref().unwrap_or(default))
+    };
+    let root = match args.root.as_str() {
+        "eigen" => Root::Eigen,
+        "cholesky" => Root::Cholesky,
+        other => bail!("--root: unknown square root `{other}` (expected eigen or cholesky)"),
+    };
+    let grid = ValueGrid {
+        dims: parse_list::<usize>("--dim", &args.dim)?,
+        sigma2: args.sigma2,
+        num_real: list("--num-real", &args.num_real, "16,32,64,128,256,512,1024")?,
+        num_synthetic: list("--num-synthetic", &args.num_synthetic, "0,16,64,256,1024,4096")?,
+        source_real: list("--source-real", &args.source_real, "64,512")?,
+        seeds: parse_seeds(&args.seeds).context("--seeds")?,
+        root,
+    };
+    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("results/gaussian-value.parquet"));
+    check_out(&out)?;
+    grid.validate().map_err(flag_error)?;
+    tracing::info!(
+        "gaussian-value: {} cells (d {:?} × num_real {:?} × num_synthetic {:?} × source_real {:?} × {} seeds), {} threads",
+        grid.cells(),
+        grid.dims,
+        grid.num_real,
+        grid.num_synthetic,
+        grid.source_real,
+        grid.seeds.len(),
+        rayon::current_num_threads()
+    );
+    let table = grid.run().map_err(flag_error)?;
+    let config = json!({
+        "value": true, "dim": grid.dims, "sigma2": grid.sigma2, "num_real": grid.num_real,
+        "num_synthetic": grid.num_synthetic, "source_real": grid.source_real, "seeds": grid.seeds.len(), "root": args.root,
+    });
+    write_results(&table, &out, config, &args.seeds, &watch)?;
+    if args.report {
+        super::report::report_table(&table, &out)?;
     }
     Ok(())
 }
