@@ -10,7 +10,9 @@
 //!
 //! A grid figure (heatmap, lines and table) shows the mean of a metric over
 //! two parameters, e.g. the value-of-synthetic grid's `num_real` ×
-//! `num_synthetic`.
+//! `num_synthetic`. For value-of-synthetic grids, [`value`] finds the crossover (the `num_real`
+//! above which synthetic rows stop helping) per source setting and draws the loss against the
+//! proportion of real data.
 //!
 //! It must not run experiments or know what a metric means.
 
@@ -19,6 +21,7 @@ mod figure;
 mod grid;
 mod stats;
 mod summary;
+pub mod value;
 
 pub use figure::{trajectory_figures, FigureOptions};
 pub use grid::{grid, Grid};

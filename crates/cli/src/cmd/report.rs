@@ -69,7 +69,7 @@ pub fn run(mut args: Args) -> Result<()> {
 
 fn draw_and_summarise(table: &ResultsTable, args: &Args) -> Result<()> {
     let out_dir = args.out_dir.clone().unwrap_or_else(|| default_out_dir(&args.results));
-    if table.setting == "lm-value" {
+    if table.setting == "lm-value" || table.setting == "gaussian-value" {
         return value_grid(table, args, &out_dir);
     }
     if !args.no_figures {
@@ -103,23 +103,42 @@ fn draw_and_summarise(table: &ResultsTable, args: &Args) -> Result<()> {
     Ok(())
 }
 
-/// The value-of-synthetic grid: a heatmap and lines of each chosen metric (default: the
-/// validation loss) over num_real × num_synthetic, and its table.
+/// The value-of-synthetic grid (`lm-value`, `gaussian-value`): a heatmap and lines of each
+/// chosen metric (default: the validation loss, or the Gaussian's KL) over num_real ×
+/// num_synthetic, per source setting where source parameters vary; the crossover per source
+/// setting (a Markdown table and CSV files); the metric against the proportion of real data; and
+/// the crossover against each varying source parameter.
 fn value_grid(table: &ResultsTable, args: &Args, out_dir: &std::path::Path) -> Result<()> {
-    let metrics = if args.metric.is_empty() { vec!["eval_loss".to_string()] } else { args.metric.clone() };
-    let mut grids = Vec::new();
+    use thrive_report::value;
+    let default = if table.setting == "gaussian-value" { "kl" } else { "eval_loss" };
+    let metrics = if args.metric.is_empty() { vec![default.to_string()] } else { args.metric.clone() };
+    let sources = value::source_tables(table)?;
+    let mut json = Vec::new();
     for metric in &metrics {
+        let stem = format!("value-{metric}");
         let grid = thrive_report::grid(table, "num_real", "num_synthetic", metric)?;
-        if !args.no_figures {
-            let files = grid.figures(out_dir, &format!("value-{metric}"))?;
-            tracing::info!("wrote {} figure files to {}", files.len(), out_dir.display());
+        let mut per_source = Vec::new();
+        for (source, sub) in &sources {
+            let label: Vec<String> = source.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+            let file: Vec<String> = source.iter().map(|(k, v)| format!("{k}{v}")).collect();
+            per_source.push((
+                label.join(", "),
+                file.join("_"),
+                thrive_report::grid(sub, "num_real", "num_synthetic", metric)?,
+            ));
         }
-        grids.push(grid);
-    }
-    if args.json {
-        let json: Vec<serde_json::Value> = grids
-            .iter()
-            .map(|g| {
+        let crossovers = value::crossovers(table, metric)?;
+        if !args.no_figures {
+            let mut files = grid.figures(out_dir, &stem)?;
+            for (_, file, g) in &per_source {
+                files.extend(g.figures(out_dir, &format!("{stem}-{file}"))?);
+            }
+            files.extend(value::value_figures(table, &crossovers, metric, out_dir, &stem)?);
+            files.extend(value::write_crossover_csv(&crossovers, out_dir, &format!("{stem}-crossover"))?);
+            tracing::info!("wrote {} figure and table files to {}", files.len(), out_dir.display());
+        }
+        if args.json {
+            let cells = |g: &thrive_report::Grid| {
                 serde_json::json!({
                     "metric": g.metric,
                     "num_real": g.rows.iter().map(|v| v.to_string()).collect::<Vec<_>>(),
@@ -128,13 +147,37 @@ fn value_grid(table: &ResultsTable, args: &Args, out_dir: &std::path::Path) -> R
                     "runs": g.count,
                     "r_squared_num_real": g.r_squared_rows,
                 })
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&json)?);
-    } else {
-        for g in &grids {
-            println!("{}", g.text());
+            };
+            let mut entry = cells(&grid);
+            entry["per_source"] =
+                per_source.iter().map(|(label, _, g)| serde_json::json!({"source": label, "grid": cells(g)})).collect();
+            entry["crossover"] = crossovers
+                .iter()
+                .map(|c| {
+                    serde_json::json!({
+                        "source": c.source.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(v.to_string()))).collect::<serde_json::Map<_, _>>(),
+                        "mean": c.mean,
+                        "stderr": c.stderr,
+                        "seeds": c.seeds.iter().map(|(s, x)| serde_json::json!({"seed": s, "crossing": match x {
+                            value::Crossing::At(v) => serde_json::json!(v),
+                            value::Crossing::BelowSmallest => serde_json::json!("below the smallest"),
+                            value::Crossing::NoneInGrid => serde_json::json!("none in the grid"),
+                        }})).collect::<Vec<_>>(),
+                        "text": c.text(),
+                    })
+                })
+                .collect();
+            json.push(entry);
+        } else {
+            println!("{}", grid.text());
+            for (label, _, g) in &per_source {
+                println!("{label}:\n{}", g.text());
+            }
+            println!("{}", value::crossover_markdown(&crossovers));
         }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&json)?);
     }
     Ok(())
 }
