@@ -39,7 +39,12 @@ fn reference() -> Reference {
 fn gemma3_gguf_matches_transformers() {
     let Some(path) = gguf("gemma3_gguf_matches_transformers") else { return };
     let reference = reference();
-    assert_eq!(sha256_file(&path), reference.gguf_sha256, "{} is not the file the fixture was made from", path.display());
+    assert_eq!(
+        sha256_file(&path),
+        reference.gguf_sha256,
+        "{} is not the file the fixture was made from",
+        path.display()
+    );
     let dir = gguf_model_dir(&path).unwrap();
     // Converted once: a second call finds the directory up to date.
     let stamp = std::fs::metadata(dir.join("model.safetensors")).unwrap().modified().unwrap();
