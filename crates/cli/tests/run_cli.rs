@@ -137,7 +137,10 @@ fn killed_runs_end_like_uninterrupted_ones() {
     let a = ResultsTable::read_parquet(&tmp.path().join("whole/results.parquet")).unwrap();
     let b = ResultsTable::read_parquet(&tmp.path().join("killed/results.parquet")).unwrap();
     assert_eq!(a.runs.len(), 2);
+    assert_eq!(a.runs.len(), b.runs.len(), "the runs differ in number after {kills} kills");
     for (x, y) in a.runs.iter().zip(&b.runs) {
+        assert_eq!(x.workflow, y.workflow);
+        assert_eq!(x.metrics.len(), y.metrics.len(), "{:?} lost rows after {kills} kills", x.workflow);
         assert_eq!(x.metrics, y.metrics, "{:?} differs after {kills} kills", x.workflow);
     }
     let (a, b) = (pool_rows(&tmp.path().join("whole")), pool_rows(&tmp.path().join("killed")));
@@ -170,6 +173,76 @@ fn killed_value_grids_end_like_uninterrupted_ones() {
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("num_real \\ num_synthetic"), "{table}");
     assert!(tmp.path().join("killed/results-figures/value-eval-loss-heatmap.png").exists());
+}
+
+/// Every file under `dir`, relative path and bytes, in path order.
+fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn results_and_pool_do_not_depend_on_threads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let kind = "[run]\nworkflows = [\"replace\", \"accumulate\"]\ngenerations = 2\nchains = [1]\n";
+    let config = write_config(tmp.path(), "run", kind);
+    let mut outputs = Vec::new();
+    for threads in ["1", "2"] {
+        // The same out directory both times: rows record their adapter's path.
+        let out = thrive(&["--threads", threads, "run", config.to_str().unwrap()]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let run = tmp.path().join("run");
+        let results = std::fs::read(run.join("results.parquet")).unwrap();
+        outputs.push((results, files_under(&run.join("pool"))));
+        std::fs::rename(&run, tmp.path().join(format!("run-{threads}-threads"))).unwrap();
+    }
+    assert!(outputs[0].1.len() > 3, "{:?}", outputs[0].1.iter().map(|f| &f.0).collect::<Vec<_>>());
+    assert!(outputs[0].0 == outputs[1].0, "results.parquet differs between 1 and 2 threads");
+    for (a, b) in outputs[0].1.iter().zip(&outputs[1].1) {
+        assert!(a == b, "pool file {} differs between 1 and 2 threads", a.0.display());
+    }
+    assert_eq!(outputs[0].1.len(), outputs[1].1.len());
+}
+
+/// `run.continue_from_previous`: generation 2 starts from generation 1's model, so its
+/// validation loss before training is generation 1's final one; without it generation 2 starts
+/// from the base model again, as generation 1 did.
+#[test]
+fn continue_from_previous_starts_from_the_last_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut before = Vec::new();
+    for (name, continued) in [("base", false), ("continued", true)] {
+        let kind = format!(
+            "[run]\nworkflows = [\"replace\"]\ngenerations = 2\nchains = [0]\ncontinue_from_previous = {continued}\n"
+        );
+        let config = write_config(tmp.path(), name, &kind);
+        let out = thrive(&["run", config.to_str().unwrap()]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let t = ResultsTable::read_parquet(&tmp.path().join(name).join("results.parquet")).unwrap();
+        let k = t.metric_names.len();
+        let col = |m: &str| t.metric_names.iter().position(|x| x == m).unwrap();
+        let r = &t.runs[0].metrics;
+        assert_eq!(r.len(), 2 * k);
+        before.push((r[col("eval_loss_before")], r[col("eval_loss")], r[k + col("eval_loss_before")]));
+    }
+    let (base, continued) = (before[0], before[1]);
+    // Generation 1 is the same in both runs.
+    assert_eq!((base.0, base.1), (continued.0, continued.1));
+    assert!(base.1 < base.0 - 0.05, "generation 1 did not learn: {base:?}");
+    assert_eq!(base.2, base.0, "without continue_from_previous generation 2 starts from the base model");
+    assert!((continued.2 - continued.1).abs() <= 1e-4 * continued.1, "generation 2 starts at {continued:?}");
 }
 
 #[test]

@@ -103,3 +103,72 @@ fn bad_flags_are_named() {
     fails(&with(&common, &["--train", s(&bad)]), &["bad.jsonl", "line 1"]);
     assert!(!out.join("adapter").exists());
 }
+
+/// `--rslora` scales LoRA by alpha/√r (PEFT's use_rslora) instead of alpha/r: the merged weights
+/// are the base weights plus (alpha/√r)·B·A of the exported adapter, and the adapter says so.
+#[test]
+fn rslora_merges_with_alpha_over_root_r() {
+    use candle_core::{Device, Tensor};
+    let tmp = tempfile::tempdir().unwrap();
+    let pool = pool(tmp.path());
+    let out = tmp.path().join("rs");
+    let m = model();
+    let mut args = vec!["sft", "--model", s(&m), "--pool", s(&pool), "--generation", "1", "--out", s(&out)];
+    args.extend(["--rslora", "--lora-rank", "4", "--lora-alpha", "8", "--merged"]);
+    args.extend(FAST);
+    ok(&args);
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("adapter/adapter_config.json")).unwrap()).unwrap();
+    assert_eq!((config["use_rslora"].as_bool(), config["r"].as_u64()), (Some(true), Some(4)));
+    let load = |p: PathBuf| candle_core::safetensors::load(p, &Device::Cpu).unwrap();
+    let (base, merged, adapter) = (
+        load(m.join("model.safetensors")),
+        load(out.join("merged/model.safetensors")),
+        load(out.join("adapter/adapter_model.safetensors")),
+    );
+    let find = |suffix: &str| {
+        let k = adapter.keys().find(|k| k.ends_with(suffix)).unwrap_or_else(|| panic!("no {suffix} in the adapter"));
+        adapter[k].to_dtype(candle_core::DType::F32).unwrap()
+    };
+    let mut checked = 0;
+    for module in ["self_attn.q_proj", "mlp.down_proj"] {
+        let name = format!("model.layers.1.{module}.weight");
+        let (a, b) =
+            (find(&format!("layers.1.{module}.lora_A.weight")), find(&format!("layers.1.{module}.lora_B.weight")));
+        let ba = b.matmul(&a).unwrap();
+        let delta = (&merged[&name] - &base[&name]).unwrap();
+        let max = |t: &Tensor| t.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        let size = max(&delta);
+        assert!(size > 1e-4, "{name}: LoRA did not move ({size})");
+        let off = |scale: f64| max(&(&delta - (&ba * scale).unwrap()).unwrap()) / size;
+        assert!(off(8.0 / 2.0) < 1e-4, "{name}: merged ≠ base + (alpha/√r)·B·A ({})", off(4.0));
+        assert!(off(8.0 / 4.0) > 0.3, "{name}: merged = base + (alpha/r)·B·A");
+        checked += 1;
+    }
+    assert_eq!(checked, 2);
+}
+
+/// `--response-only` trains and evaluates on the responses' tokens alone (the targets are
+/// checked in crates/sft/tests/response_only.rs): another loss than the whole sequence's, and
+/// the manifest records it.
+#[test]
+fn response_only_changes_the_loss_and_is_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pool = pool(tmp.path());
+    let m = model();
+    let mut first = Vec::new();
+    for (name, extra) in [("all", None), ("response", Some("--response-only"))] {
+        let out = tmp.path().join(name);
+        let mut args = vec!["sft", "--model", s(&m), "--pool", s(&pool), "--generation", "1", "--out", s(&out)];
+        args.extend(extra);
+        args.extend(FAST);
+        let stdout = ok(&args);
+        let loss: f64 =
+            stdout.split("validation loss ").nth(1).unwrap().split(" -> ").next().unwrap().trim().parse().unwrap();
+        first.push(loss);
+        let manifest: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("metrics.manifest.json")).unwrap()).unwrap();
+        assert_eq!(manifest["config"]["train"]["response_only"], extra.is_some(), "{manifest}");
+    }
+    assert!((first[0] - first[1]).abs() > 1e-3, "the same untrained loss with and without --response-only: {first:?}");
+}
