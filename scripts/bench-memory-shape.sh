@@ -8,7 +8,8 @@
 # (plus the CUDA context and allocator slack on a GPU).
 #
 # usage: scripts/bench-memory-shape.sh [SEQ=512] [L1=2] [L2=3]
-#   MODES="lora full" MBS="1 8" CKPT="no yes" DTYPES="f32 bf16" restrict the grid.
+#   MODES="lora full" MBS="1 8" CKPT="no yes" DTYPES="f32 bf16" restrict the grid;
+#   THRIVE=path/to/thrive uses that binary instead of building target/release/thrive.
 # Prints one line a configuration and a Markdown table at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,8 +18,10 @@ L1=${2:-2}
 L2=${3:-3}
 LAYERS=26
 PY=${PY:-scripts/.venv/bin/python}
-cargo build --release -q -p thrive-cli
-thrive=target/release/thrive
+if [ -z "${THRIVE:-}" ]; then
+  cargo build --release -q -p thrive-cli
+fi
+thrive=${THRIVE:-target/release/thrive}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 for l in "$L1" "$L2"; do

@@ -1,21 +1,28 @@
 #!/usr/bin/env bash
-# Builds the `thrive` binary with CUDA on a machine without a GPU (../shared/cuda.md): the CUDA
-# 13.0 toolkit from PyPI wheels, a link-time stub for the driver, sm_90 (H100/H200).
+# Builds the `thrive` binary with CUDA on a machine without a GPU: the CUDA 13.0 toolkit from
+# PyPI wheels and a link-time stub for the driver (scripts/cuda-env.sh), sm_90 (H100/H200).
 # Output: target/cuda/release/thrive (stripped; its own target dir so the CPU build is kept),
 # small enough to carry to a GPU machine.
 #
 # usage: scripts/build-cuda.sh [extra cargo args]
-#   env: CUDA_BUILD_SCRIPT   the shared recipe (default: ../shared/scripts/cuda-build.sh)
+#        scripts/build-cuda.sh --check   only lints the workspace with the `cuda` feature (clippy,
+#                                        -D warnings): what keeps the CUDA path from rotting. CI
+#                                        does not run it (about 26 CPU-minutes on 2 cores; see
+#                                        the README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-recipe=${CUDA_BUILD_SCRIPT:-../shared/scripts/cuda-build.sh}
-if [ ! -f "$recipe" ]; then
-  echo "error: $recipe not found (set CUDA_BUILD_SCRIPT to the CUDA build recipe)" >&2
-  exit 1
+. scripts/cuda-env.sh
+echo ">> nvcc $("$NVCC" --version | sed -n 's/.*release \([0-9.]*\).*/\1/p'), CUDA_COMPUTE_CAP=$CUDA_COMPUTE_CAP" >&2
+if [ "${1:-}" = --check ]; then
+  shift
+  CARGO_TARGET_DIR=target/cuda cargo clippy --locked --workspace --all-targets --features thrive-cli/cuda "$@" -- -D warnings
+  exit
 fi
-export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90} CUDARC_CUDA_VERSION=${CUDARC_CUDA_VERSION:-13000}
-export CARGO_FEATURES=cuda CARGO_TARGET_DIR=target/cuda
-bash "$recipe" -p thrive-cli "$@" # the recipe builds --release
+CARGO_TARGET_DIR=target/cuda cargo build --release --locked -p thrive-cli --features cuda "$@"
 strip target/cuda/release/thrive
 ls -la target/cuda/release/thrive
-echo "on the GPU machine: target/cuda/release/thrive sft --device cuda ..."
+cat >&2 <<'NOTE'
+>> On the GPU machine the binary needs libcuda.so.1 (the driver), libcudart.so.13,
+   libcublas.so.13, libcublasLt.so.13, libcurand.so.10 and libnvrtc.so.13 (see ldd);
+   scripts/device-check.sh finds them in torch's nvidia wheels and sets LD_LIBRARY_PATH.
+NOTE

@@ -120,33 +120,36 @@ thrive_sft() { # MODE MB EXTRA...
     --valid "$WORK/valid.jsonl" --out "$WORK/run" $full --lora-rank 16 --lora-alpha 32 --sequences-per-step "$mb" \
     --micro-batch "$mb" --max-len 4096 --device "$device" --checkpoint-every 0 "$@" 2>"$WORK/sft.log" >/dev/null
 }
+# record_rate WHAT MB SECONDS TOKENS: tokens/s, the peak memory of the last gpu_peak, and the
+# model FLOP utilisation (4 x params x tokens a step: forward, input and LoRA gradients,
+# recomputation aside) against the H200's 790 TFLOP/s in bf16
+record_rate() {
+  local mem tps mfu
+  mem=$(cat "$WORK/peak")
+  tps=$(python3 -c "print(round($4 / $3, 1))")
+  mfu=$(python3 -c "print(round(100 * 4 * $params * $4 / $3 / 790e12, 2))")
+  record "$1" "micro-batch $2" "$tps tokens/s, peak $mem MiB, MFU $mfu %" \
+    "{\"tokens_per_s\": $tps, \"peak_mib\": $mem, \"mfu_percent\": $mfu}"
+}
+peer_sft() { # MB
+  gpu_peak "$PY" scripts/train_bench_peft.py train "$WORK/shape" "$WORK/train.jsonl" "$1" "$1" lora "$peer" \
+    >"$WORK/peer.json" 2>"$WORK/peer.log"
+}
+peer_rate() { # the peer's JSON: median seconds a step (first excluded) and target tokens a step
+  python3 -c 'import json,sys,statistics; d=json.load(open(sys.argv[1])); s=d["step_seconds"][1:] or d["step_seconds"]
+print(statistics.median(s), statistics.mean(d["tokens_per_step"]))' "$1"
+}
+# Each side climbs the ladder until its first failure (an out-of-memory, as a rule).
 for mb in $ladder; do
-  if thrive_sft lora "$mb"; then
-    read -r secs tokens < <(step_rate "$WORK/sft.log")
-    mem=$(cat "$WORK/peak")
-    tps=$(python3 -c "print(round($tokens / $secs, 1))")
-    mfu=$(python3 -c "print(round(100 * 4 * $params * $tokens / $secs / 790e12, 2))")
-    record "lora thrive" "micro-batch $mb" "$tps tokens/s, peak $mem MiB, MFU $mfu %" \
-      "{\"tokens_per_s\": $tps, \"peak_mib\": $mem, \"mfu_percent\": $mfu}"
-  else
-    record "lora thrive" "micro-batch $mb" "failed: $(grep -m1 -i 'error' "$WORK/sft.log" | cut -c1-200)"
-    break
-  fi
+  thrive_sft lora "$mb" ||
+    { record "lora thrive" "micro-batch $mb" "failed: $(grep -m1 -i 'error' "$WORK/sft.log" | cut -c1-200)"; break; }
+  # shellcheck disable=SC2046
+  record_rate "lora thrive" "$mb" $(step_rate "$WORK/sft.log")
 done
 for mb in $ladder; do
-  if gpu_peak "$PY" scripts/train_bench_peft.py train "$WORK/shape" "$WORK/train.jsonl" "$mb" "$mb" lora "$peer" \
-    >"$WORK/peer.json" 2>"$WORK/peer.log"; then
-    read -r secs tokens < <(python3 -c 'import json,sys,statistics; d=json.load(open(sys.argv[1])); s=d["step_seconds"][1:] or d["step_seconds"]
-print(statistics.median(s), statistics.mean(d["tokens_per_step"]))' "$WORK/peer.json")
-    mem=$(cat "$WORK/peak")
-    tps=$(python3 -c "print(round($tokens / $secs, 1))")
-    mfu=$(python3 -c "print(round(100 * 4 * $params * $tokens / $secs / 790e12, 2))")
-    record "lora peft" "micro-batch $mb" "$tps tokens/s, peak $mem MiB, MFU $mfu %" \
-      "{\"tokens_per_s\": $tps, \"peak_mib\": $mem, \"mfu_percent\": $mfu}"
-  else
-    record "lora peft" "micro-batch $mb" "failed: $(tail -n 1 "$WORK/peer.log" | cut -c1-200)"
-    break
-  fi
+  peer_sft "$mb" || { record "lora peft" "micro-batch $mb" "failed: $(tail -n 1 "$WORK/peer.log" | cut -c1-200)"; break; }
+  # shellcheck disable=SC2046
+  record_rate "lora peft" "$mb" $(peer_rate "$WORK/peer.json")
 done
 
 echo "== 5. full fine-tuning memory at the $shape shape"
