@@ -145,6 +145,10 @@ pub struct DemoArgs {
     /// the generations [default out: checkpoints/demo-value].
     #[arg(long)]
     value: bool,
+    /// Overrides a key of the demo's run file (crates/cli/src/cmd/demo.toml or demo-value.toml),
+    /// VALUE in TOML: `--set sampling.count=100`, `--set value.num_real=[0,50]`. Repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
 }
 
 /// The demo's run file; `{out}`, `{model}`, `{data}` and `{generations}` are filled in.
@@ -157,12 +161,7 @@ pub fn demo(a: DemoArgs) -> Result<()> {
     let out =
         a.out.unwrap_or_else(|| PathBuf::from(if a.value { "checkpoints/demo-value" } else { "checkpoints/demo" }));
     let assets = super::demo_assets::unpack(&out.join("assets"))?;
-    let text = if a.value { DEMO_VALUE_TOML } else { DEMO_TOML }
-        .replace("{out}", &toml_path(&out))
-        .replace("{model}", &toml_path(&assets.join("model")))
-        .replace("{data}", &toml_path(&assets.join("helpsteer2")))
-        .replace("{generations}", &a.generations.to_string());
-    let cfg = RunConfig::from_toml(&text, Path::new("<demo>"))?;
+    let cfg = demo_config(a.value, &out, &assets, a.generations, &a.set)?;
     if a.value {
         tracing::info!("demo: the value-of-synthetic grid of a tiny Gemma 2 on CPU; output in {}", out.display());
     } else {
@@ -173,6 +172,44 @@ pub fn demo(a: DemoArgs) -> Result<()> {
         );
     }
     execute(&cfg)
+}
+
+/// The demo's run file with its placeholders filled in and the `--set` overrides applied.
+fn demo_config(value: bool, out: &Path, assets: &Path, generations: u32, set: &[String]) -> Result<RunConfig> {
+    let text = if value { DEMO_VALUE_TOML } else { DEMO_TOML }
+        .replace("{out}", &toml_path(out))
+        .replace("{model}", &toml_path(&assets.join("model")))
+        .replace("{data}", &toml_path(&assets.join("helpsteer2")))
+        .replace("{generations}", &generations.to_string());
+    let text = apply_overrides(&text, set)?;
+    Ok(RunConfig::from_toml(&text, Path::new(if value { "<demo --value>" } else { "<demo>" }))?)
+}
+
+/// Sets `section.key = VALUE` for each `--set section.key=VALUE` (VALUE in TOML) in a run file.
+fn apply_overrides(text: &str, set: &[String]) -> Result<String> {
+    if set.is_empty() {
+        return Ok(text.to_string());
+    }
+    let mut doc: toml::Table = toml::from_str(text).context("the demo's run file")?;
+    for s in set {
+        let (key, value) = s.split_once('=').with_context(|| format!("--set {s}: expected KEY=VALUE"))?;
+        let value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .with_context(|| format!("--set {s}: `{value}` is not a TOML value (quote strings)"))?;
+        let parts: Vec<&str> = key.trim().split('.').collect();
+        let (last, sections) = parts.split_last().expect("split yields one part");
+        let mut table = &mut doc;
+        for p in sections {
+            table = table
+                .entry(p.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .with_context(|| format!("--set {s}: `{p}` is not a section of the run file"))?;
+        }
+        table.insert(last.to_string(), value);
+    }
+    Ok(toml::to_string(&doc)?)
 }
 
 fn toml_path(p: &Path) -> String {
