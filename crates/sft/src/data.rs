@@ -53,7 +53,8 @@ impl TextEncoder {
     }
 
     /// `user: {prompt}\nassistant: {response}` + EOS; the targets are every token (the paper)
-    /// or, with `response_only`, the tokens that start inside the response, and EOS.
+    /// or, with `response_only`, the tokens that overlap the response (the first one usually
+    /// carries the space after `assistant:`), and EOS.
     pub fn encode(&self, ex: &Example, response_only: bool) -> Result<Tokenized> {
         let text = thrive_core::text_format::training_text(&ex.prompt, &ex.response);
         let enc = self.tokenizer.encode(text.as_str(), true).map_err(|e| Error::Invalid(format!("tokenizing: {e}")))?;
@@ -64,7 +65,7 @@ impl TextEncoder {
             enc.get_offsets()
                 .iter()
                 .zip(special)
-                .map(|(&(start, end), &s)| u8::from(s == 0 && end > start && start >= response_start))
+                .map(|(&(start, end), &s)| u8::from(s == 0 && end > start && end > response_start))
                 .collect()
         } else {
             vec![1; ids.len()]
