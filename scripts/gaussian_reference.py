@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The authors' Gaussian loop (src/fit_gaussians/fit_gaussians.py, protocol §2), for benchmarks.
+"""The authors' Gaussian loop (src/fit_gaussians/fit_gaussians.py, docs/protocol.md §2), for benchmarks.
 
 usage: gaussian_reference.py --dim 100 --n 1000 --generations 100 --workflow accumulate --seeds 3
 Prints the mean squared error of the last fit of each run and the wall time per run.

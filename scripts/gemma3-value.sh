@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
 # The value of synthetic data on the real pretrained Gemma 3 270M (Q4_K_M GGUF from PyPI), on
-# the CPU: a small num_real x num_synthetic grid (protocol §5 in miniature) whose source is the
+# the CPU: a small num_real x num_synthetic grid (docs/protocol.md §5 in miniature) whose source is the
 # pretrained model fine-tuned with LoRA on the real rows, so its samples are imperfect for real
 # reasons. Prints the grid (thrive report) whichever way it comes out.
-# NOT YET RUN: written in the session that added the source-quality keys; the timing below is an
-# estimate (issue 19 owes the run and its table in the README).
+# Measured: 31 CPU-minutes (66 min of wall time while other jobs shared the 2 cores; about 16 min
+# alone); the table is in the README.
 #
-#   bash scripts/gemma3-value.sh [OUT]    (default OUT: checkpoints/gemma3-value; about 20 minutes
-#                                          on 2 cores once the GGUF is fetched and converted)
+#   bash scripts/gemma3-value.sh [OUT]    (default OUT: checkpoints/gemma3-value)
 #   env: NUM_REAL="16 128" NUM_SYNTHETIC="0 16 128" SOURCE_REAL=128 SEEDS="0"
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -20,8 +19,11 @@ NUM_SYNTHETIC=${NUM_SYNTHETIC:-0 16 128}
 SOURCE_REAL=${SOURCE_REAL:-128}
 SEEDS=${SEEDS:-0}
 gguf="$(bash "$root/scripts/fetch-gemma3.sh" | tail -n 1)"
-cargo build --release -q -p thrive-cli --manifest-path "$root/Cargo.toml"
-thrive="$root/target/release/thrive"
+# THRIVE=path/to/thrive uses a binary already built (as bench-memory-shape.sh does).
+if [ -z "${THRIVE:-}" ]; then
+  cargo build --release -q -p thrive-cli --manifest-path "$root/Cargo.toml"
+fi
+thrive="${THRIVE:-$root/target/release/thrive}"
 
 # The demo's HelpSteer2-shaped instruction data: the first 128 training and 32 validation rows.
 head -n 128 "$root/data/demo/helpsteer2/train.jsonl" >"$out/data/train.jsonl"

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The authors' KDE loop (src/fit_kdes/fit_kdes.py, protocol §3) with scikit-learn, for benchmarks.
+"""The authors' KDE loop (src/fit_kdes/fit_kdes.py, docs/protocol.md §3) with scikit-learn, for benchmarks.
 
 usage: kde_reference.py --dataset moons --bandwidth 0.1 --n 1000 --generations 100 --workflow accumulate --seeds 3
 Prints the mean test NLL of the last fit over runs and the wall time per run.

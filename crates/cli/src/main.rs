@@ -19,7 +19,7 @@ use std::process::ExitCode;
 #[command(
     name = "thrive",
     version,
-    about = "Model collapse and its avoidance: Gaussian, KDE and language-model settings"
+    about = "Model collapse and its avoidance: Gaussian, KDE, linear-regression, discrete and language-model settings"
 )]
 struct Cli {
     /// Worker threads for parallel runs (default: all cores). Results do not depend on it.
@@ -28,18 +28,46 @@ struct Cli {
     /// Log filter, e.g. `info`, `debug`, `thrive=trace` (or set RUST_LOG).
     #[arg(long, global = true, default_value = "info")]
     log: String,
+    /// Colour the log: `auto` (only when stderr is a terminal and NO_COLOR is unset), `always`, `never`.
+    #[arg(long, global = true, value_enum, default_value_t = Color::Auto, value_name = "WHEN")]
+    color: Color,
     #[command(subcommand)]
     command: Command,
+}
+
+/// When the log on stderr is coloured.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Color {
+    Auto,
+    Always,
+    Never,
+}
+
+impl Color {
+    /// An explicit `always`/`never` wins; then a set, non-empty NO_COLOR (no-color.org); then
+    /// whether stderr is a terminal, so a log file or pipe gets plain text.
+    fn ansi(self) -> bool {
+        use std::io::IsTerminal as _;
+        match self {
+            Color::Always => true,
+            Color::Never => false,
+            Color::Auto => std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal(),
+        }
+    }
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// The embedded demo: every workflow for a few generations of a tiny Gemma 2, on CPU, offline.
     Demo(cmd::run::DemoArgs),
-    /// Fit and resample multivariate Gaussians (protocol §2).
+    /// Fit and resample multivariate Gaussians (docs/protocol.md §2).
     Gaussian(cmd::gaussian::Args),
-    /// Fit and resample kernel density estimates (protocol §3).
+    /// Fit and resample kernel density estimates (docs/protocol.md §3).
     Kde(cmd::kde::Args),
+    /// Fit and relabel minimum-norm linear regressions (protocol §6).
+    Linreg(cmd::linreg::Args),
+    /// Fit and resample discrete distributions until one outcome is left (protocol §7).
+    Discrete(cmd::discrete::Args),
     /// Import, inspect and export the data pool of a language-model run.
     #[command(subcommand)]
     Pool(cmd::pool::Command),
@@ -51,6 +79,9 @@ enum Command {
     Generate(cmd::sample::GenerateArgs),
     /// Run (or continue) a multi-generation language-model run from a run file.
     Run(cmd::run::RunArgs),
+    /// Submit a run's steps as Slurm jobs (sbatch): one job per step, arrays of value-grid cells,
+    /// afterok dependencies; only what is neither done nor running.
+    Submit(cmd::run::SubmitArgs),
     /// What a run directory has done and what is left.
     Status(cmd::run::StatusArgs),
     /// Draw figures and a summary table from a results file.
@@ -66,6 +97,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
+        .with_ansi(cli.color.ansi())
         .with_target(false)
         .init();
     if let Some(threads) = cli.threads {
@@ -77,12 +109,15 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Gaussian(args) => cmd::gaussian::run(args),
         Command::Kde(args) => cmd::kde::run(args),
+        Command::Linreg(args) => cmd::linreg::run(args),
+        Command::Discrete(args) => cmd::discrete::run(args),
         Command::Pool(command) => cmd::pool::run(command),
         Command::Sft(args) => cmd::sft::run(args),
         Command::Sample(args) => cmd::sample::run(args),
         Command::Generate(args) => cmd::sample::generate(args),
         Command::Demo(args) => cmd::run::demo(args),
         Command::Run(args) => cmd::run::run(args),
+        Command::Submit(args) => cmd::run::submit(args),
         Command::Status(args) => cmd::run::status(args),
         Command::Report(args) => cmd::report::run(args),
         Command::CheckDevice(args) => cmd::check_device::run(args),

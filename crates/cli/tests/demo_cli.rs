@@ -56,6 +56,67 @@ fn demo_runs_shortened() {
         }
     }
     assert!(out.join("results-figures").read_dir().unwrap().count() > 0);
+
+    // `thrive sample` from generation 1's model, unconditionally, twice with the same seed: with
+    // the authors' lstrip("user: ") quirk (the default) and without it.
+    let chain = out.join("models/replace").read_dir().unwrap().next().unwrap().unwrap().path();
+    let model = chain.join("gen-0001/merged");
+    let sample = |quirk: &str| {
+        let p = tmp.path().join(format!("pool-quirk-{quirk}"));
+        ok(&["pool", "import", s(&p), "--helpsteer2", s(&root().join("../data/demo/helpsteer2"))]);
+        let args = [
+            "sample",
+            "--model",
+            s(&model),
+            "--pool",
+            s(&p),
+            "--workflow",
+            "replace",
+            "--generation",
+            "1",
+            "--count",
+            "20",
+            "--batch-size",
+            "6",
+            "--max-new-tokens",
+            "64",
+            "--seed",
+            "7",
+            "--strip-quirk",
+            quirk,
+            "--device",
+            "cpu",
+        ];
+        let stdout = ok(&args);
+        let rows =
+            Pool::open(&p).unwrap().read_batch(&BatchKey::synthetic(thrive_core::Workflow::Replace, 0, 1)).unwrap();
+        (stdout, rows)
+    };
+    let (stdout, quirky) = sample("true");
+    let (_, plain) = sample("false");
+    // Exactly the target is kept; every generation is either kept, rejected for a named reason,
+    // or the surplus of the last batch (at most batch size - 1).
+    assert_eq!((quirky.len(), plain.len()), (20, 20), "{stdout}");
+    let generations: u64 = stdout.split(" rows (").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    let rejected = stdout.split("rejected {").nth(1).unwrap().split('}').next().unwrap();
+    let mut rejected_total = 0;
+    for part in rejected.split(", ").filter(|p| !p.is_empty()) {
+        let (reason, n) = part.split_once(": ").unwrap();
+        assert!(
+            ["\"no_user_prefix\"", "\"not_one_assistant_turn\"", "\"empty_response\""].contains(&reason),
+            "{stdout}"
+        );
+        rejected_total += n.parse::<u64>().unwrap();
+    }
+    assert!(20 + rejected_total <= generations && generations < 20 + rejected_total + 6, "{stdout}");
+    for (q, p) in quirky.iter().zip(&plain) {
+        let Origin::Synthetic { provenance, .. } = &q.origin else { panic!("{q:?}") };
+        let Origin::Synthetic { provenance: pp, .. } = &p.origin else { panic!("{p:?}") };
+        // The same generation, parsed two ways: the quirk strips a character set off the prompt.
+        assert_eq!((provenance.sample_index, &q.response), (pp.sample_index, &p.response));
+        assert_eq!(q.prompt, p.prompt.trim_start_matches(['u', 's', 'e', 'r', ':', ' ']).trim(), "{p:?}");
+        assert!(!q.response.is_empty() && !q.response.contains("assistant: "), "{q:?}");
+    }
 }
 
 #[test]
@@ -74,13 +135,12 @@ fn demo_value_runs_shortened() {
         "--set",
         "value.source_real=48",
         "--set",
+        "value.sources=[0]",
+        "--set",
         "sampling.count=12",
         "--set",
         "sampling.batch_size=12",
-        // A source trained on 48 rows does not yet write `user: …` unprompted; the demo's
-        // unconditional mode is tested above.
-        "--set",
-        "sampling.mode=\"prompted\"",
+        // The demo's prompted mode (a 48-row source does not write `user: …` unprompted).
         "--set",
         "sampling.max_new_tokens=48",
     ]);

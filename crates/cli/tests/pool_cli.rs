@@ -139,3 +139,59 @@ fn bad_input_is_named_and_leaves_nothing() {
     std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
     fails(&["pool", "inspect", s(&pool)], &["train.parquet", "truncated"]);
 }
+
+/// Several `thrive pool import` processes write one pool at once while another is SIGKILLed
+/// (at a different moment each round): every import that finished is there, the killed one is
+/// there whole or not at all, and `thrive pool inspect --verify` passes.
+#[test]
+fn concurrent_imports_with_one_killed_leave_a_verified_pool() {
+    use std::process::{Command, Stdio};
+    let tmp = tempfile::tempdir().unwrap();
+    let pool = tmp.path().join("pool");
+    let rows = |n: usize, tag: &str| -> PathBuf {
+        let path = tmp.path().join(format!("{tag}.jsonl"));
+        let text: String = (0..n)
+            .map(|i| serde_json::json!({"prompt": format!("{tag} question {i}"), "response": "an answer ".repeat(1 + i % 30)}).to_string() + "\n")
+            .collect();
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let small = rows(2_000, "small");
+    let big = rows(60_000, "big");
+    let import = |file: &Path, split: &str| {
+        Command::new(env!("CARGO_BIN_EXE_thrive"))
+            .args(["--log", "warn", "pool", "import", s(&pool), "--file", s(file), "--split", split])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut victims = Vec::new();
+    for (round, delay_ms) in [300u64, 700, 1200].into_iter().enumerate() {
+        let writers: Vec<_> = ["a", "b", "c"].map(|w| import(&small, &format!("r{round}-{w}"))).into();
+        let mut victim = import(&big, &format!("r{round}-victim"));
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        victim.kill().unwrap(); // SIGKILL
+        victim.wait().unwrap();
+        victims.push(format!("real/r{round}-victim"));
+        for w in writers {
+            let out = w.wait_with_output().unwrap();
+            assert!(out.status.success(), "round {round}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    let v: serde_json::Value = serde_json::from_str(&ok(&["pool", "inspect", s(&pool), "--verify", "--json"])).unwrap();
+    let batches = v["summary"]["batches"].as_array().unwrap();
+    for round in 0..3 {
+        for w in ["a", "b", "c"] {
+            let split = format!("r{round}-{w}");
+            let b = batches.iter().find(|b| b["split"] == split.as_str());
+            assert_eq!(b.map(|b| b["rows"].clone()), Some(2_000.into()), "{split} missing or short");
+        }
+    }
+    for b in batches {
+        let rows = if b["split"].as_str().unwrap().ends_with("victim") { 60_000 } else { 2_000 };
+        assert_eq!(b["rows"], rows, "{b}");
+    }
+    let total: u64 = batches.iter().map(|b| b["rows"].as_u64().unwrap()).sum();
+    assert_eq!(v["summary"]["total_rows"], total);
+}

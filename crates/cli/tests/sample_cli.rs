@@ -47,7 +47,9 @@ fn two_generations_through_the_pool() {
         .expect("a synthetic sample row")
         .clone();
     let p = &synthetic["provenance"];
-    assert_eq!(p["adapter_path"], s(&adapter));
+    // Recorded relative to the pool, so that a pool moved with its models still points at them.
+    assert_eq!(p["adapter_path"], "../gen1/adapter");
+    assert!(pool.join(p["adapter_path"].as_str().unwrap()).join("adapter_model.safetensors").exists());
     assert_eq!(p["adapter_sha256"].as_str().unwrap().len(), 64);
     assert!(synthetic["tokens"].as_u64().unwrap() > 0);
     let id = synthetic["example_id"].as_str().unwrap();
@@ -107,4 +109,9 @@ fn generate_continues_prompts_and_names_bad_input() {
     let missing = root().join("no-such-model.gguf");
     fails(&["generate", "--model", s(&missing), "--prompt", "x"], &["no such GGUF file"]);
     fails(&["generate", "--model", s(&model)], &["--prompt"]);
+    // Quantized decoding of a safetensors model: says what to pass instead.
+    fails(
+        &args(&["--prompt", "x", "--dtype", "gguf"]),
+        &["--dtype gguf", "no quantized weights", ".gguf", "--dtype f32"],
+    );
 }

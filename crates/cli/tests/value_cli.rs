@@ -68,6 +68,10 @@ fn value_grid_report_writes_crossover_and_figures() {
     }
     let svg = std::fs::read_to_string(figs.join("value-kl-proportion-source-real8.svg")).unwrap();
     assert!(svg.contains("proportion of real data") && svg.contains("total = 72"), "proportion figure lacks its lines");
+    // kl spans far more than a factor of three from 4 to 256 real points: a log axis, so the
+    // plentiful rows' rise is visible.
+    let lines_svg = std::fs::read_to_string(figs.join("value-kl-lines.svg")).unwrap();
+    assert!(lines_svg.contains("kl (log scale)"), "lines figure not on a log axis");
     let csv = std::fs::read_to_string(figs.join("value-kl-crossover.csv")).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
     assert!(lines[0].starts_with("source_real,d,sigma2,metric,seeds,crossing_seeds"), "{csv}");

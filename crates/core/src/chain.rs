@@ -10,14 +10,26 @@
 //!     Replace: pool <- S_t          otherwise: pool <- pool ++ S_t
 //! ```
 //!
-//! This is the loop of the paper's code (protocol §1). Beyond the paper,
+//! This is the loop of the paper's code (docs/protocol.md §1). Beyond the paper,
 //! [`ChainConfig::retained_real`] keeps the first R real points in every
 //! generation's training set besides the synthetic ones: under Replace the pool
 //! becomes D_0[..R] ++ S_t; under Accumulate-Subsample those R points are
 //! always selected and the subsample is drawn from the rest of the pool; under
 //! Accumulate every real point is already in every training set.
+//!
+//! The other knobs beyond the paper live in [`ChainConfig::knobs`] (see [`crate::knobs`]): with
+//! `keep_real` the training set of every generation after the first holds ⌊p·n⌋ real points
+//! drawn afresh from D_0 (Replace: `D_0[pick] ++ S_t` with n − ⌊p·n⌋ synthetic points; Accumulate-Subsample:
+//! the pick plus a subsample of the synthetic part of the pool); sampling goes through
+//! [`Setting::sample_with`], which applies temperature, truncation, top-p and the verifier
+//! (counting draws for [`DRAW_METRICS`]); with `fresh_real` m new real examples
+//! ([`Setting::fresh_real`]) join the pool after each synthetic batch.
+//!
+//! A setting may end a chain early ([`Setting::stop`], an absorbing state), so runs can have
+//! fewer than T generations; [`Setting::finish_run`] fills per-run columns at the end.
 
 use crate::error::{Error, Result};
+use crate::knobs::Knobs;
 use crate::seed::{Rng, Seeds, Stream};
 use crate::workflow::{subsample_indices, SubsampleSize, Workflow};
 
@@ -76,7 +88,87 @@ pub trait Setting: Sync {
     fn evaluate(&self, run: &Self::Run, model: &Self::Model<'_>, out: &mut Vec<f64>) -> Result<()>;
     /// Samples a batch of `n` synthetic examples from the model.
     fn sample(&self, model: &Self::Model<'_>, n: usize, rng: &mut Rng) -> Result<Self::Batch>;
+    /// `k` examples drawn uniformly without replacement from `batch` (`--keep-real`).
+    fn batch_pick(&self, _batch: &Self::Batch, _k: usize, _rng: &mut Rng) -> Result<Self::Batch> {
+        Err(Error::invalid("keep-real", "this setting cannot keep part of its real data"))
+    }
+    /// `m` new examples from the true distribution (`--fresh-real`).
+    fn fresh_real(&self, _run: &Self::Run, _m: usize, _rng: &mut Rng) -> Result<Self::Batch> {
+        Err(Error::invalid("fresh-real", "this setting cannot draw fresh real data"))
+    }
+    /// Refuses knobs this setting does not support under `workflow`, naming the flag.
+    /// Default: sampling as fitted only, no fresh real data.
+    fn check_knobs(&self, knobs: &Knobs, _workflow: Workflow) -> Result<()> {
+        if knobs.fresh() > 0 {
+            return Err(Error::invalid("fresh-real", "this setting cannot draw fresh real data"));
+        }
+        if knobs.distorts_sampling() {
+            return Err(Error::invalid("temperature", "this setting samples only as fitted"));
+        }
+        Ok(())
+    }
+    /// Samples `n` synthetic examples with the knobs' sampling distortion (temperature,
+    /// truncation, top-p, selection), adding the draws it made to `draws` (n without a filter).
+    /// Without a distortion it must be exactly [`Setting::sample`].
+    fn sample_with(
+        &self,
+        model: &Self::Model<'_>,
+        n: usize,
+        knobs: &Knobs,
+        rng: &mut Rng,
+        draws: &mut Draws,
+    ) -> Result<Self::Batch> {
+        if knobs.distorts_sampling() {
+            return Err(Error::invalid("temperature", "this setting samples only as fitted"));
+        }
+        draws.add(n, n);
+        self.sample(model, n, rng)
+    }
+    /// A Replace training set of `n` examples of which `k` are real, picked uniformly from
+    /// `real` with `pick`, and the rest sampled with `rng` (`--keep-real`), as batches to push.
+    #[allow(clippy::too_many_arguments)]
+    fn sample_keeping_real(
+        &self,
+        model: &Self::Model<'_>,
+        real: &Self::Batch,
+        k: usize,
+        n: usize,
+        knobs: &Knobs,
+        rng: &mut Rng,
+        pick: &mut Rng,
+        draws: &mut Draws,
+    ) -> Result<Vec<Self::Batch>> {
+        let kept = self.batch_pick(real, k, pick)?;
+        Ok(vec![kept, self.sample_with(model, n - k, knobs, rng, draws)?])
+    }
+    /// Whether the chain ends after this model's metrics (an absorbing state, e.g. a discrete
+    /// distribution fixed on one outcome under Replace). Default: never; the run has T generations.
+    fn stop(&self, _model: &Self::Model<'_>, _workflow: Workflow) -> bool {
+        false
+    }
+    /// Fills per-run metrics once the run's rows are known (`generations × metrics`, row-major),
+    /// e.g. the generation at which something first happened. Default: nothing.
+    fn finish_run(&self, _metrics: &mut [f64]) {}
 }
+
+/// Draws a generation's sampling made and samples it kept (selection and truncation redraw).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Draws {
+    pub made: usize,
+    pub kept: usize,
+}
+
+impl Draws {
+    pub fn add(&mut self, made: usize, kept: usize) {
+        self.made += made;
+        self.kept += kept;
+    }
+}
+
+/// Columns a chain appends to the setting's metrics when [`ChainConfig::record_draws`] is set:
+/// the draws that made generation t's synthetic training batch and how many of them the filters
+/// rejected (0 at generation 1, which trains on real data).
+pub const DRAW_METRICS: [&str; 2] = ["synthetic_draws", "rejected_draws"];
 
 /// How one chain runs.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -90,12 +182,24 @@ pub struct ChainConfig {
     pub subsample: SubsampleSize,
     /// Real points kept in every training set besides the synthetic ones (0: the paper).
     pub retained_real: usize,
+    /// The loop's other knobs (default: the paper's loop).
+    pub knobs: Knobs,
+    /// Append [`DRAW_METRICS`] to every generation's metrics.
+    pub record_draws: bool,
 }
 
 impl ChainConfig {
     /// The paper's loop: n points per generation, subsamples of n, no retained real data.
     pub fn paper(workflow: Workflow, n: usize, generations: u32) -> Self {
-        ChainConfig { workflow, n, generations, subsample: SubsampleSize::Count(n), retained_real: 0 }
+        ChainConfig {
+            workflow,
+            n,
+            generations,
+            subsample: SubsampleSize::Count(n),
+            retained_real: 0,
+            knobs: Knobs::PAPER,
+            record_draws: false,
+        }
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -111,6 +215,10 @@ impl ChainConfig {
                 format!("cannot keep {} real points out of n = {}", self.retained_real, self.n),
             ));
         }
+        self.knobs.validate()?;
+        if self.retained_real > 0 && self.knobs.keep_real > 0.0 {
+            return Err(Error::invalid("keep-real", "cannot be combined with --real (the first R real points kept)"));
+        }
         Ok(())
     }
 }
@@ -120,6 +228,9 @@ pub fn run_chain<S: Setting>(setting: &S, config: &ChainConfig, seeds: &Seeds) -
     config.validate()?;
     let n_metrics = setting.metric_names().len();
     let mut metrics = Vec::with_capacity(config.generations as usize * n_metrics);
+    // Draws behind each generation's synthetic batch (DRAW_METRICS), interleaved at the end.
+    let mut draw_rows: Vec<f64> = Vec::new();
+    let mut last = Draws::default();
     let (run, real) = setting.start(seeds, config.n)?;
     if setting.batch_len(&real) != config.n {
         return Err(Error::Setting(format!(
@@ -128,10 +239,14 @@ pub fn run_chain<S: Setting>(setting: &S, config: &ChainConfig, seeds: &Seeds) -
             config.n
         )));
     }
+    setting.check_knobs(&config.knobs, config.workflow)?;
     let retained = (config.retained_real > 0).then(|| setting.batch_head(&real, config.retained_real)).transpose()?;
     let mut pool = setting.new_pool(&run, config.workflow);
     setting.push(&mut pool, &real)?;
-    drop(real);
+    let kept = config.knobs.kept_real_in(config.workflow, config.n);
+    let fresh = config.knobs.fresh();
+    // D_0 stays at hand only when generations draw from it.
+    let real = (kept > 0).then_some(real);
 
     for t in 1..=config.generations {
         let synthetic = {
@@ -142,7 +257,17 @@ pub fn run_chain<S: Setting>(setting: &S, config: &ChainConfig, seeds: &Seeds) -
                 let k = config.subsample.resolve(rest, t)?;
                 let mut rng = seeds.stream(Stream::Subsample(t));
                 let mut idx: Vec<usize> = (0..r).collect();
-                idx.extend(subsample_indices(&mut rng, rest, k)?.into_iter().map(|i| i + r));
+                if kept > 0 && t > 1 {
+                    // ⌊p·k⌋ real points from D_0 (the pool's first n), the rest from the synthetic part.
+                    let n_real = config.n;
+                    let k_real = config.knobs.kept_real(k);
+                    let mut pick = seeds.stream(Stream::KeepReal(t));
+                    idx.extend(subsample_indices(&mut pick, n_real, k_real)?);
+                    let synthetic = rest - n_real;
+                    idx.extend(subsample_indices(&mut rng, synthetic, k - k_real)?.into_iter().map(|i| i + n_real));
+                } else {
+                    idx.extend(subsample_indices(&mut rng, rest, k)?.into_iter().map(|i| i + r));
+                }
                 indices = idx;
                 Selection::Indices(&indices)
             } else {
@@ -157,21 +282,53 @@ pub fn run_chain<S: Setting>(setting: &S, config: &ChainConfig, seeds: &Seeds) -
                     metrics.len() - before
                 )));
             }
-            if t == config.generations {
+            draw_rows.extend([last.made as f64, (last.made - last.kept) as f64]);
+            // Real data flowing in make no state absorbing.
+            if t == config.generations || (kept == 0 && fresh == 0 && setting.stop(&model, config.workflow)) {
                 break;
             }
             let mut rng = seeds.stream(Stream::Synthesize(t));
-            setting.sample(&model, config.n, &mut rng)?
+            last = Draws::default();
+            let draws = &mut last;
+            match &real {
+                Some(real) if config.workflow == Workflow::Replace => {
+                    let mut pick = seeds.stream(Stream::KeepReal(t + 1));
+                    setting.sample_keeping_real(&model, real, kept, config.n, &config.knobs, &mut rng, &mut pick, draws)
+                }
+                _ => setting.sample_with(&model, config.n, &config.knobs, &mut rng, draws).map(|b| vec![b]),
+            }
+            .map_err(|e| match e {
+                // A filter that cannot fill a batch: say which generation.
+                Error::InvalidParameter { name, reason } => Error::invalid(name, format!("generation {t}: {reason}")),
+                other => other,
+            })?
         };
+        let mut synthetic = synthetic;
+        if fresh > 0 {
+            synthetic.push(setting.fresh_real(&run, fresh, &mut seeds.stream(Stream::FreshReal(t + 1)))?);
+        }
         if config.workflow.keeps_history() {
-            setting.push(&mut pool, &synthetic)?;
+            for batch in &synthetic {
+                setting.push(&mut pool, batch)?;
+            }
         } else {
             setting.clear(&mut pool);
             if let Some(retained) = &retained {
                 setting.push(&mut pool, retained)?;
             }
-            setting.push(&mut pool, &synthetic)?;
+            for batch in &synthetic {
+                setting.push(&mut pool, batch)?;
+            }
         }
     }
-    Ok(metrics)
+    setting.finish_run(&mut metrics);
+    if !config.record_draws {
+        return Ok(metrics);
+    }
+    let mut out = Vec::with_capacity(metrics.len() + draw_rows.len());
+    for (row, extra) in metrics.chunks_exact(n_metrics).zip(draw_rows.chunks_exact(2)) {
+        out.extend_from_slice(row);
+        out.extend_from_slice(extra);
+    }
+    Ok(out)
 }

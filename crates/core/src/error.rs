@@ -20,6 +20,9 @@ pub enum Error {
     /// A setting failed while fitting, sampling or evaluating.
     #[error("{0}")]
     Setting(String),
+    /// A lock file is held by another process.
+    #[error("{path}: {message}")]
+    Locked { path: PathBuf, message: String },
 }
 
 impl Error {

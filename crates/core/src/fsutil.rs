@@ -47,3 +47,73 @@ pub fn sync_parent(path: &Path) {
         }
     }
 }
+
+/// `path` as seen from the directory `base`, worked out on the absolute paths without touching
+/// the disk (`..` where `path` lies outside `base`), with `/` separators: what a run or pool
+/// records, so that it reads the same wherever it was started and still points right once moved
+/// together with what it names.
+pub fn relative_to(path: &Path, base: &Path) -> String {
+    use std::path::Component;
+    fn absolute(p: &Path) -> Vec<String> {
+        let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        let mut parts: Vec<String> = Vec::new();
+        for c in abs.components() {
+            match c {
+                Component::ParentDir => {
+                    parts.pop();
+                }
+                Component::CurDir => {}
+                Component::Normal(s) => parts.push(s.to_string_lossy().into_owned()),
+                Component::RootDir | Component::Prefix(_) => parts.push(c.as_os_str().to_string_lossy().into_owned()),
+            }
+        }
+        parts
+    }
+    let (path, base) = (absolute(path), absolute(base));
+    let common = path.iter().zip(&base).take_while(|(a, b)| a == b).count();
+    let mut out: Vec<&str> = vec![".."; base.len() - common];
+    out.extend(path[common..].iter().map(String::as_str));
+    if out.is_empty() {
+        ".".into()
+    } else {
+        out.join("/")
+    }
+}
+
+/// A model as a run or pool records it: a local directory or file relative to `base` (see
+/// [`relative_to`]), anything else (a Hub id) as written.
+pub fn recorded_model(spec: &str, base: &Path) -> String {
+    let local = Path::new(spec);
+    if local.exists() {
+        relative_to(local, base)
+    } else {
+        spec.into()
+    }
+}
+
+/// Where a recorded model is: a path relative to `base` when one is there, else the recorded
+/// text itself (a Hub id, or a path recorded before paths were recorded relative).
+pub fn resolve_recorded(recorded: &str, base: &Path) -> String {
+    let local = base.join(recorded);
+    if Path::new(recorded).is_relative() && local.exists() {
+        local.display().to_string()
+    } else {
+        recorded.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths() {
+        assert_eq!(relative_to(Path::new("/a/b/model"), Path::new("/a/b")), "model");
+        assert_eq!(relative_to(Path::new("/a/b/model"), Path::new("/a/c/pool")), "../../b/model");
+        assert_eq!(relative_to(Path::new("/a/b/../m"), Path::new("/a/./b")), "../m");
+        assert_eq!(relative_to(Path::new("/a"), Path::new("/a")), ".");
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(relative_to(Path::new("x/y"), &cwd), "x/y");
+        assert_eq!(recorded_model("google/gemma-2-2b", Path::new("/tmp")), "google/gemma-2-2b");
+    }
+}

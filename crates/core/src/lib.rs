@@ -12,10 +12,13 @@
 //! - [`chain`]: the generation loop over a small [`Setting`] trait
 //!   (real data, fit, evaluate, sample) for settings whose data are points in
 //!   R^d.
+//! - [`knobs`]: the loop's knobs beyond the paper (real data kept or fresh, sampling temperature,
+//!   truncation and top-p, a verifier's selection), defined once for every toy setting.
 //! - [`grid`]: many runs in parallel (rayon) with a progress bar, in a
 //!   deterministic output order.
 //! - [`results`]: tidy Parquet results (one row per run and generation) and the
 //!   run [`manifest`] written beside them.
+//! - [`tensorboard`]: TensorBoard event files of per-step and per-generation scalars.
 //! - [`text_format`]: the paper's `user: …\nassistant: …` text of language-model examples.
 //!
 //! It must not know about any particular setting, model or plotting library.
@@ -24,16 +27,20 @@ pub mod chain;
 pub mod error;
 pub mod fsutil;
 pub mod grid;
+pub mod knobs;
+pub mod lock;
 pub mod manifest;
 pub mod points;
 pub mod results;
 pub mod seed;
+pub mod tensorboard;
 pub mod text_format;
 pub mod workflow;
 
-pub use chain::{run_chain, ChainConfig, Selection, Setting};
+pub use chain::{run_chain, ChainConfig, Draws, Selection, Setting, DRAW_METRICS};
 pub use error::{Error, Result};
 pub use grid::{par_map, run_grid, RunSpec};
+pub use knobs::{KnobGrid, Knobs};
 pub use manifest::Manifest;
 pub use points::Points;
 pub use results::{ParamValue, Params, ResultsTable, RunRecord};

@@ -37,6 +37,10 @@ pub enum Stream {
     DataOrder(u32),
     /// Model initialisation and dropout for generation `t` (LM training).
     Training(u32),
+    /// The real examples kept in generation `t`'s training set (`--keep-real`).
+    KeepReal(u32),
+    /// The fresh real examples joining generation `t`'s pool (`--fresh-real`).
+    FreshReal(u32),
     /// Anything else: a caller-chosen tag (< 2^16) and index.
     Custom(u16, u32),
 }
@@ -52,6 +56,8 @@ impl Stream {
             Stream::Synthesize(t) => (5, t),
             Stream::DataOrder(t) => (6, t),
             Stream::Training(t) => (7, t),
+            Stream::KeepReal(t) => (8, t),
+            Stream::FreshReal(t) => (9, t),
             Stream::Custom(tag, i) => (0x1_0000 + tag as u64, i),
         };
         (tag << 32) | index as u64
@@ -114,6 +120,8 @@ mod tests {
             Stream::Synthesize(1).id(),
             Stream::DataOrder(1).id(),
             Stream::Training(1).id(),
+            Stream::KeepReal(1).id(),
+            Stream::FreshReal(1).id(),
             Stream::Custom(0, 1).id(),
             Stream::Custom(1, 1).id(),
         ];

@@ -1,4 +1,4 @@
-//! The paper's text format for language-model examples (protocol §4.1, §4.3), defined once for
+//! The paper's text format for language-model examples (docs/protocol.md §4.1, §4.3), defined once for
 //! the pool (token counts), fine-tuning (training text) and the sampler (parsing generations).
 
 /// `user: {prompt}\nassistant: {response}`: no chat template, no system prompt.

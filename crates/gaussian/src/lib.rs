@@ -1,6 +1,6 @@
 //! # thrive-gaussian
 //!
-//! The paper's first setting (protocol §2): the true distribution is
+//! The paper's first setting (docs/protocol.md §2): the true distribution is
 //! N(0, σ²I_d); each generation fits the sample mean and the
 //! maximum-likelihood covariance (1/N) and samples n points from the fit.
 //!
@@ -22,7 +22,7 @@
 //!   parallel (thrive_core::run_grid), so results do not depend on threads.
 //!
 //! The generation loop, workflows and seeding are thrive-core's. [`ValueGrid`] is the
-//! value-of-synthetic-data grid (protocol §5) on Gaussians: real points plus points sampled
+//! value-of-synthetic-data grid (docs/protocol.md §5) on Gaussians: real points plus points sampled
 //! from a Gaussian fitted on `source_real` real points.
 
 mod moments;

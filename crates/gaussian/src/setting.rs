@@ -5,8 +5,9 @@ use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatMut, MatRef, Par, Side};
 use rand::Rng as _;
 use rand_distr::{ChiSquared, StandardNormal};
+use thrive_core::workflow::subsample_indices;
 use thrive_core::{
-    ChainConfig, Error, Params, Points, Result, Rng, RunSpec, Seeds, Selection, Setting, Stream, Workflow,
+    ChainConfig, Draws, Error, Knobs, Params, Points, Result, Rng, RunSpec, Seeds, Selection, Setting, Stream, Workflow,
 };
 
 /// Metric columns, in order.
@@ -18,7 +19,18 @@ use thrive_core::{
 /// - `fit_variance`: Σ̂[0,0], the fitted variance of the first coordinate. For d = 1 it is the
 ///   paper's "Fit Covariance (Numerical)"; the paper logs NaN for d > 1, we keep the first
 ///   coordinate's variance (a column that is never NaN).
-pub const METRICS: [&str; 5] = ["mean_squared_error", "det_ratio", "log_det_ratio", "trace_ratio", "fit_variance"];
+/// - `min_eigen_ratio`, `max_eigen_ratio`: the smallest and largest eigenvalue of Σ̂ over σ²
+///   (tail metrics: collapse shows in the smallest first). They read the fit only, no random
+///   numbers; NaN under `--root cholesky`, which computes no eigenvalues (that is its speed).
+pub const METRICS: [&str; 7] = [
+    "mean_squared_error",
+    "det_ratio",
+    "log_det_ratio",
+    "trace_ratio",
+    "fit_variance",
+    "min_eigen_ratio",
+    "max_eigen_ratio",
+];
 
 /// N(0, σ² I_d) as the true distribution.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -66,6 +78,8 @@ pub struct GaussianFit {
     pub det: f64,
     /// ln det Σ̂ (−∞ when singular).
     pub log_det: f64,
+    /// The smallest and largest eigenvalue of Σ̂ (NaN under [`Root::Cholesky`], which computes none).
+    pub eigen_range: (f64, f64),
     /// A square root R with R Rᵀ = Σ̂: U Λ^½ (negative eigenvalues clamped to 0), or the Cholesky factor.
     pub(crate) root: Mat<f64>,
     /// Whether samples must be points (the pool subsamples, or points were asked for).
@@ -100,6 +114,9 @@ impl Gaussian {
                     covariance,
                     det,
                     log_det,
+                    // The Cholesky root is the speed option: its eigenvalues would cost 20× the
+                    // factorisation (d = 100), so it leaves the tail metrics undefined.
+                    eigen_range: (f64::NAN, f64::NAN),
                     root,
                     sample_points: self.sample_points,
                 });
@@ -114,22 +131,94 @@ impl Gaussian {
         let root = Mat::from_fn(self.dim, self.dim, |i, j| u[(i, j)] * eigenvalues[j].max(0.0).sqrt());
         let det = eigenvalues.iter().product();
         let log_det = eigenvalues.iter().map(|l| if *l > 0.0 { l.ln() } else { f64::NEG_INFINITY }).sum();
-        Ok(GaussianFit { mean: m.mean.clone(), covariance, det, log_det, root, sample_points: self.sample_points })
+        Ok(GaussianFit {
+            mean: m.mean.clone(),
+            covariance,
+            det,
+            log_det,
+            eigen_range: range(&eigenvalues),
+            root,
+            sample_points: self.sample_points,
+        })
     }
 
     /// The metrics of a fit, in [`METRICS`] order.
-    pub fn metrics(&self, fit: &GaussianFit) -> [f64; 5] {
+    pub fn metrics(&self, fit: &GaussianFit) -> [f64; 7] {
         let d = self.dim as f64;
         let se: f64 = fit.mean.iter().map(|m| m * m).sum();
         let trace: f64 = (0..self.dim).map(|i| fit.covariance[(i, i)]).sum();
         let fit_variance = fit.covariance[(0, 0)];
-        [se, fit.det / self.sigma2.powf(d), fit.log_det - d * self.sigma2.ln(), trace / (d * self.sigma2), fit_variance]
+        [
+            se,
+            fit.det / self.sigma2.powf(d),
+            fit.log_det - d * self.sigma2.ln(),
+            trace / (d * self.sigma2),
+            fit_variance,
+            fit.eigen_range.0 / self.sigma2,
+            fit.eigen_range.1 / self.sigma2,
+        ]
     }
 
     /// `n` draws from N(mean, root rootᵀ), row-major.
     pub(crate) fn draw(&self, mean: &[f64], root: MatRef<'_, f64>, n: usize, rng: &mut Rng) -> Points {
+        let z: Vec<f64> = (0..n * self.dim).map(|_| rng.sample(StandardNormal)).collect();
+        self.transform(mean, root, z)
+    }
+
+    /// `n` draws from N(mean, τ² root rootᵀ) that pass the knobs' filters, each draw tested
+    /// alone and redrawn if it fails, up to the knobs' draw limit:
+    /// - truncation: the Mahalanobis distance under the fitted N(mean, root rootᵀ), τ‖z‖, is at most k;
+    /// - the verifier: the Mahalanobis distance under N(μ₀ + b·e₁, Σ₀) = N(b·e₁, σ²I),
+    ///   ‖x − b·e₁‖ / σ, is at most c.
+    fn draw_filtered(
+        &self,
+        mean: &[f64],
+        root: MatRef<'_, f64>,
+        n: usize,
+        knobs: &Knobs,
+        rng: &mut Rng,
+        total: &mut Draws,
+    ) -> Result<Points> {
         let d = self.dim;
-        let z: Vec<f64> = (0..n * d).map(|_| rng.sample(StandardNormal)).collect();
+        let tau = knobs.temperature;
+        let scaled = Mat::from_fn(d, d, |i, j| tau * root[(i, j)]);
+        let mut out = Points::with_capacity(d, n);
+        let mut z = vec![0.0; d];
+        let mut x = vec![0.0; d];
+        let limit = knobs.draw_limit(n);
+        let mut draws = 0;
+        while out.len() < n {
+            if draws == limit {
+                return Err(knobs.unfilled(out.len(), n, draws));
+            }
+            draws += 1;
+            z.iter_mut().for_each(|v| *v = rng.sample(StandardNormal));
+            if tau * z.iter().map(|v| v * v).sum::<f64>().sqrt() > knobs.truncate {
+                continue;
+            }
+            for (i, xi) in x.iter_mut().enumerate() {
+                *xi = mean[i] + (0..d).map(|j| scaled[(i, j)] * z[j]).sum::<f64>();
+            }
+            if knobs.selects() {
+                let dist2: f64 = x
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| (v - if i == 0 { knobs.verifier_bias } else { 0.0 }).powi(2))
+                    .sum();
+                if (dist2 / self.sigma2).sqrt() > knobs.select_threshold {
+                    continue;
+                }
+            }
+            out.push_row(&x);
+        }
+        total.add(draws, n);
+        Ok(out)
+    }
+
+    /// mean + root · z for each row z of standard normals (row-major, n × d).
+    fn transform(&self, mean: &[f64], root: MatRef<'_, f64>, z: Vec<f64>) -> Points {
+        let d = self.dim;
+        let n = z.len() / d;
         let mut out = vec![0.0; n * d];
         // Row-major n × d buffers are column-major d × n matrices: Xᵀ = root · Zᵀ.
         let zt = MatRef::from_column_major_slice(&z, d, n);
@@ -202,6 +291,53 @@ impl Setting for Gaussian {
         }
     }
 
+    fn batch_pick(&self, batch: &Batch, k: usize, rng: &mut Rng) -> Result<Batch> {
+        match batch {
+            Batch::Points(p) => Ok(Batch::Points(p.select(&subsample_indices(rng, p.len(), k)?))),
+            Batch::Moments(_) => Err(Error::Setting("cannot take points from a batch of moments".into())),
+        }
+    }
+
+    fn fresh_real(&self, _run: &(), m: usize, rng: &mut Rng) -> Result<Batch> {
+        let sigma = self.sigma2.sqrt();
+        let data = (0..m * self.dim).map(|_| sigma * rng.sample::<f64, _>(StandardNormal)).collect();
+        Ok(Batch::Points(Points::new(self.dim, data)?))
+    }
+
+    fn check_knobs(&self, knobs: &Knobs, _workflow: Workflow) -> Result<()> {
+        if knobs.top_p != 1.0 {
+            return Err(Error::invalid("top-p", "is for the discrete setting; use --truncate for the Gaussian"));
+        }
+        Ok(())
+    }
+
+    /// Temperature τ scales the covariance by τ²; truncation and selection draw points one by
+    /// one (no moment shortcut).
+    fn sample_with(
+        &self,
+        model: &GaussianFit,
+        n: usize,
+        knobs: &Knobs,
+        rng: &mut Rng,
+        draws: &mut Draws,
+    ) -> Result<Batch> {
+        if !knobs.distorts_sampling() {
+            draws.add(n, n);
+            return self.sample(model, n, rng);
+        }
+        let tau = knobs.temperature;
+        if knobs.truncate.is_finite() || knobs.selects() {
+            return Ok(Batch::Points(self.draw_filtered(&model.mean, model.root.as_ref(), n, knobs, rng, draws)?));
+        }
+        draws.add(n, n);
+        let root = Mat::from_fn(self.dim, self.dim, |i, j| tau * model.root[(i, j)]);
+        if model.sample_points || n <= self.dim {
+            Ok(Batch::Points(self.draw(&model.mean, root.as_ref(), n, rng)))
+        } else {
+            Ok(Batch::Moments(self.draw_moments(&model.mean, root.as_ref(), n, rng)))
+        }
+    }
+
     fn new_pool(&self, _run: &(), workflow: Workflow) -> Pool {
         Pool { moments: Moments::empty(self.dim), points: workflow.subsamples().then(|| Points::empty(self.dim)) }
     }
@@ -271,7 +407,12 @@ impl Setting for Gaussian {
     }
 }
 
-/// Dimensions, sample sizes and workflows of the paper's sweep (protocol §2.5).
+/// The smallest and largest of `values`.
+fn range(values: &[f64]) -> (f64, f64) {
+    values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)))
+}
+
+/// Dimensions, sample sizes and workflows of the paper's sweep (docs/protocol.md §2.5).
 pub fn paper_grid() -> (Vec<usize>, Vec<usize>) {
     (vec![1, 3, 10, 31, 100], vec![10, 32, 100, 316, 1000])
 }

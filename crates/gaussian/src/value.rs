@@ -1,4 +1,4 @@
-//! The value of synthetic data in the Gaussian setting: the toy counterpart of protocol §5.
+//! The value of synthetic data in the Gaussian setting: the toy counterpart of docs/protocol.md §5.
 //!
 //! Each seed draws one stream of real points from N(0, σ²I_d) (the same stream as generation 1
 //! of a chain with that seed). A *source* is the Gaussian fitted (mean, ML covariance) on the

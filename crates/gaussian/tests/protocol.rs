@@ -1,5 +1,5 @@
 //! The Gaussian setting against numpy's estimator, the closed forms of
-//! protocol §2.6 and the reference table of §2.7.
+//! docs/protocol.md §2.6 and the reference table of §2.7.
 //!
 //! We do not reproduce NumPy's random stream (thrive draws from ChaCha8), so
 //! statistical checks compare means over seeds with tolerances derived from
@@ -173,7 +173,7 @@ fn accumulate_subsample_plateaus_near_2_8_d_over_n() {
     assert!((m - expected).abs() <= tol, "{:.3} d/n vs 2.82 d/n (tolerance {:.3} d/n)", m / unit, tol / unit);
 }
 
-/// One row of protocol §2.7: mean SE and mean trace ratio at t = 1, 10, 100 (100 seeds).
+/// One row of docs/protocol.md §2.7: mean SE and mean trace ratio at t = 1, 10, 100 (100 seeds).
 struct Row {
     d: usize,
     n: usize,

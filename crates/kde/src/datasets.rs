@@ -12,7 +12,7 @@ use std::fmt;
 use std::str::FromStr;
 use thrive_core::{Error, Points, Result, Rng};
 
-/// A data-generating process of protocol §3.1.
+/// A data-generating process of docs/protocol.md §3.1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Dataset {
     /// `make_blobs(n_samples=N, n_features=2)`: 3 centres uniform in [−10, 10]², sd 1.

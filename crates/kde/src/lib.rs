@@ -1,6 +1,6 @@
 //! # thrive-kde
 //!
-//! The paper's second setting (protocol §3): Gaussian kernel density
+//! The paper's second setting (docs/protocol.md §3): Gaussian kernel density
 //! estimates with an isotropic bandwidth, fitted on the training set each
 //! generation and resampled (pick a fitted point uniformly, add N(0, h²I)).
 //! The metric is the mean negative log-likelihood of a 500-point real test

@@ -1,5 +1,5 @@
 //! The KDE setting against scikit-learn (fixtures from scripts/kde_fixtures.py) and the
-//! reference trajectories of protocol §3.5.
+//! reference trajectories of docs/protocol.md §3.5.
 
 use thrive_core::{run_chain, run_grid, ChainConfig, Params, RunSpec, Seeds, SubsampleSize, Workflow};
 use thrive_kde::{log_density, Bandwidth, BlobsCentres, Dataset, Kde, RealData, METRICS};

@@ -34,6 +34,31 @@ pub struct RunConfig {
     /// the CPU); trained tensors are f32 either way.
     #[serde(default)]
     pub dtype: Option<String>,
+    /// Resources of the Slurm jobs of `thrive submit` (not part of what a run computes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<SlurmConfig>,
+}
+
+/// `[slurm]`: what every job of `thrive submit` asks Slurm for.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlurmConfig {
+    /// `--partition`.
+    pub partition: Option<String>,
+    /// `--account`.
+    pub account: Option<String>,
+    /// GPUs per job (`--gres=gpu:N`).
+    pub gpus: Option<u32>,
+    /// `--cpus-per-task`.
+    pub cpus: Option<u32>,
+    /// `--mem`, e.g. `"32G"`.
+    pub mem: Option<String>,
+    /// `--time`, e.g. `"04:00:00"`.
+    pub time: Option<String>,
+    /// More sbatch options, one a line, e.g. `"--qos=high"` (`#SBATCH` is added).
+    pub extra: Vec<String>,
+    /// Shell lines run before thrive in every job, e.g. `"module load cuda/12.4"`.
+    pub setup: Vec<String>,
 }
 
 /// The real data.
@@ -72,7 +97,7 @@ impl Default for LoopConfig {
     }
 }
 
-/// The value-of-synthetic grid (protocol §5): every cell fine-tunes the base model once on the
+/// The value-of-synthetic grid (docs/protocol.md §5): every cell fine-tunes the base model once on the
 /// first `num_real` rows of the real training split and the first `num_synthetic` rows of a
 /// source's synthetic data, and is evaluated on the real validation split.
 ///
@@ -307,12 +332,27 @@ impl RunConfig {
         }
     }
 
+    /// The configuration as its run directory `root` records it (run.json): `out` as `.`, and the
+    /// model and data relative to `root` (a Hub id as written), so that the record is the same
+    /// wherever the run was started and still holds once the run is moved with its model.
+    pub fn recorded(mut self, root: &Path) -> Self {
+        use thrive_core::fsutil::{recorded_model, relative_to};
+        self.model = recorded_model(&self.model, root);
+        if let Some(p) = self.data.helpsteer2.as_mut() {
+            *p = PathBuf::from(relative_to(p, root));
+        }
+        self.out = PathBuf::from(".");
+        self
+    }
+
     /// The same configuration with the generation loop's defaults written out (a file without
     /// `[run]` means them), for comparing configurations.
     pub fn normalized(mut self) -> Self {
         if self.value.is_none() && self.run.is_none() {
             self.run = Some(LoopConfig::default());
         }
+        // Where it runs does not change what it computes.
+        self.slurm = None;
         self
     }
 

@@ -20,6 +20,9 @@ use crate::{Error, Result};
 use candle_core::{DType, Device};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+use thrive_core::fsutil::{recorded_model, relative_to};
+use thrive_core::lock::FileLock;
 use thrive_core::results::{Params, ResultsTable, RunRecord};
 use thrive_core::{Seeds, Stream, Workflow};
 use thrive_pool::{BatchKey, ColumnMapping, HubSource, Pick, Pool, PoolWriter, TokenCounter, View};
@@ -43,6 +46,35 @@ pub struct ModelDone {
     pub synthetic_examples: usize,
     pub steps: usize,
     pub seconds: f64,
+}
+
+/// What a finished sampling step recorded beside its model (`sample.json`): the pool's manifest
+/// marks it done, this only times it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SampleDone {
+    pub rows: usize,
+    pub seconds: f64,
+}
+
+/// A sampling step's record in its model's directory.
+pub const SAMPLE_DONE: &str = "sample.json";
+
+/// The seconds a done step took, as recorded (a sampling step from before they were recorded:
+/// `None`).
+pub fn step_seconds(dir: &RunDir, step: Step) -> Option<f64> {
+    let (path, model) = match step {
+        Step::Sample { workflow, chain, generation } => {
+            (dir.model(workflow, chain, generation).join(SAMPLE_DONE), false)
+        }
+        Step::SampleSource { source } => (dir.source_model(source).join(SAMPLE_DONE), false),
+        _ => (model_dir(dir, step)?.join("done.json"), true),
+    };
+    let text = std::fs::read_to_string(path).ok()?;
+    if model {
+        serde_json::from_str::<ModelDone>(&text).ok().map(|d| d.seconds)
+    } else {
+        serde_json::from_str::<SampleDone>(&text).ok().map(|d| d.seconds)
+    }
 }
 
 /// JSON has no NaN: serde_json writes it as null, read back here.
@@ -153,6 +185,10 @@ impl RunDir {
     pub fn config(&self) -> PathBuf {
         self.root.join("run.json")
     }
+    /// The lock a process holds while it runs `step`.
+    pub fn step_lock(&self, step: Step) -> PathBuf {
+        self.root.join("locks").join(format!("{}.lock", step.id().replace('/', "+")))
+    }
 }
 
 /// Every step of a run in order.
@@ -198,6 +234,48 @@ pub fn plan(cfg: &RunConfig) -> Vec<Step> {
         }
     }
     steps
+}
+
+impl Step {
+    /// The step's name on the command line (`thrive run --step ID`) and in Slurm: its kind, then
+    /// where it writes, e.g. `train/replace/chain-1/gen-2` or `cell/source-0/seed-0/real-8-synthetic-16`.
+    pub fn id(&self) -> String {
+        match *self {
+            Step::Train { workflow, chain, generation } => format!("train/{workflow}/chain-{chain}/gen-{generation}"),
+            Step::Sample { workflow, chain, generation } => format!("sample/{workflow}/chain-{chain}/gen-{generation}"),
+            Step::TrainSource { source } => format!("train-source/{}", source.dir_name()),
+            Step::SampleSource { source } => format!("sample-source/{}", source.dir_name()),
+            Step::Cell { num_real, num_synthetic, source, seed } => {
+                let path = RunDir { root: PathBuf::new() }.cell(num_real, num_synthetic, source, seed);
+                let rel = path.strip_prefix("models/value").unwrap_or(&path);
+                let parts: Vec<_> = rel.iter().map(|p| p.to_string_lossy()).collect();
+                format!("cell/{}", parts.join("/"))
+            }
+        }
+    }
+}
+
+/// The steps `step` needs done before it can run (the real data's import, which every step needs,
+/// is done by whichever step comes first): generation t's fine-tune after generation t−1's
+/// sampling of its workflow and chain, a sampling after its model's fine-tune, a value-grid cell
+/// after its source's sampling.
+pub fn dependencies(step: Step) -> Vec<Step> {
+    match step {
+        Step::Train { workflow, chain, generation } if generation > 1 => {
+            vec![Step::Sample { workflow, chain, generation: generation - 1 }]
+        }
+        Step::Train { .. } | Step::TrainSource { .. } | Step::Cell { source: None, .. } => Vec::new(),
+        Step::Sample { workflow, chain, generation } => vec![Step::Train { workflow, chain, generation }],
+        Step::SampleSource { source } => vec![Step::TrainSource { source }],
+        Step::Cell { source: Some(source), .. } => vec![Step::SampleSource { source }],
+    }
+}
+
+/// The step of the plan with this id, or an error naming it.
+pub fn find_step(cfg: &RunConfig, id: &str) -> Result<Step> {
+    plan(cfg).into_iter().find(|s| s.id() == id).ok_or_else(|| {
+        Error::Invalid(format!("step `{id}` is not in the plan (`thrive run RUN.toml --list-steps` lists them)"))
+    })
 }
 
 /// The value grid's sources: every seed with every source quality (none for a generation loop).
@@ -254,62 +332,163 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     Ok(())
 }
 
-/// Keeps a second process off the run directory; removed on drop. A lock whose process is gone
-/// is taken over.
-struct RunLock(PathBuf);
+/// Keeps a second whole run off the run directory (host + PID of its owner; a lock whose process
+/// is gone is taken over, one of another host never).
+fn run_lock(root: &Path) -> Result<FileLock> {
+    FileLock::acquire(&root.join("run.lock"), Duration::ZERO).map_err(|e| match e {
+        thrive_core::Error::Locked { path, message } => {
+            Error::Invalid(format!("{}: another `thrive run` is running this run: {message}", path.display()))
+        }
+        other => other.into(),
+    })
+}
 
-impl RunLock {
-    fn take(root: &Path) -> Result<RunLock> {
-        let path = root.join("run.lock");
-        if let Ok(pid) = std::fs::read_to_string(&path) {
-            let pid = pid.trim();
-            if Path::new("/proc").join(pid).exists() && pid != std::process::id().to_string() {
+/// Keeps a second process off one step (two Slurm jobs of it, or a job and a whole run).
+fn step_lock(dir: &RunDir, step: Step) -> Result<FileLock> {
+    let path = dir.step_lock(step);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io(parent))?;
+    }
+    FileLock::acquire(&path, Duration::ZERO).map_err(|e| match e {
+        thrive_core::Error::Locked { path, message } => {
+            Error::Invalid(format!("step {} is running elsewhere ({}: {message})", step.id(), path.display()))
+        }
+        other => other.into(),
+    })
+}
+
+/// Whether the run directory was started, refusing it when it was started with another
+/// configuration: the one it was started with is the only one it continues with (compared with
+/// the generation loop's defaults filled in, as older files recorded them).
+pub fn check_recorded(cfg: &RunConfig, dir: &RunDir) -> Result<bool> {
+    let recorded = dir.config();
+    if !recorded.exists() {
+        return Ok(false);
+    }
+    let text = std::fs::read_to_string(&recorded).map_err(io(&recorded))?;
+    let mut before: RunConfig =
+        serde_json::from_str(&text).map_err(|e| Error::Invalid(format!("{}: {e}", recorded.display())))?;
+    // Files written before run.json recorded paths relative to the run hold them as given.
+    if before.out != Path::new(".") {
+        before = before.recorded(&dir.root);
+    }
+    if before.normalized() != cfg.clone().recorded(&dir.root).normalized() {
+        return Err(Error::Invalid(format!(
+            "{} was started with another configuration ({}); use a new `out` to change settings",
+            dir.root.display(),
+            recorded.display()
+        )));
+    }
+    Ok(true)
+}
+
+/// How `run_with` executes the plan.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Steps at a time (0 or 1: one after another).
+    pub jobs: usize,
+    /// CUDA devices handed out to the parallel steps, one each (empty: the run file's device).
+    pub devices: Vec<usize>,
+}
+
+/// Runs (or continues) a whole run one step at a time; returns the results table.
+pub fn run(cfg: &RunConfig) -> Result<ResultsTable> {
+    run_with(cfg, &RunOptions::default())
+}
+
+/// What every step of a run needs, prepared once per process: the configuration checked against
+/// the run directory's, the real data imported, the tokenizer and validation split loaded.
+struct Prepared {
+    dir: RunDir,
+    base_dir: PathBuf,
+    tokenizer_path: PathBuf,
+    enc: TextEncoder,
+    valid: Vec<Example>,
+}
+
+impl Prepared {
+    fn new(cfg: &RunConfig) -> Result<Prepared> {
+        let dir = RunDir { root: cfg.out.clone() };
+        std::fs::create_dir_all(&dir.root).map_err(io(&dir.root))?;
+        let started = check_recorded(cfg, &dir)?;
+        let recorded = dir.config();
+        let base_dir = resolve_model_dir(&cfg.model)?;
+        let tokenizer_path = base_dir.join("tokenizer.json");
+        let enc = TextEncoder::from_file(&tokenizer_path)?;
+        import_real(cfg, &dir, &tokenizer_path)?;
+        let valid: Vec<Example> = to_sft(Pool::open(dir.pool())?.read_batch(&BatchKey::real("validation"))?);
+        if let Some(v) = &cfg.value {
+            let rows = Pool::open(dir.pool())?.entry(&BatchKey::real("train"))?.rows as usize;
+            if let Some(&most) = v.num_real.iter().max().filter(|&&m| m > rows) {
                 return Err(Error::Invalid(format!(
-                    "{}: process {pid} is running this run (remove the file if it is not)",
-                    path.display()
+                    "value.num_real: {most} is more than the {rows} rows of the real training split"
+                )));
+            }
+            if let Some(&most) = v.source_real.iter().flat_map(|r| r.values()).max().filter(|&m| m > rows).as_ref() {
+                return Err(Error::Invalid(format!(
+                    "value.source_real: {most} is more than the {rows} rows of the real training split"
                 )));
             }
         }
-        std::fs::write(&path, std::process::id().to_string()).map_err(io(&path))?;
-        Ok(RunLock(path))
+        // Recorded only once the settings are known to work with the data, so that a run file fixed
+        // after an error here is not refused as another configuration.
+        if !started {
+            write_json(&recorded, &cfg.clone().recorded(&dir.root))?;
+        }
+        Ok(Prepared { dir, base_dir, tokenizer_path, enc, valid })
     }
-}
 
-impl Drop for RunLock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// Runs (or continues) a whole run; returns the results table.
-pub fn run(cfg: &RunConfig) -> Result<ResultsTable> {
-    let dir = RunDir { root: cfg.out.clone() };
-    std::fs::create_dir_all(&dir.root).map_err(io(&dir.root))?;
-    let _lock = RunLock::take(&dir.root)?;
-    // The configuration a run directory was started with is the only one it continues with
-    // (compared with the generation loop's defaults filled in, as older files recorded them).
-    let recorded = dir.config();
-    let started = recorded.exists();
-    if started {
-        let text = std::fs::read_to_string(&recorded).map_err(io(&recorded))?;
-        let before: RunConfig =
-            serde_json::from_str(&text).map_err(|e| Error::Invalid(format!("{}: {e}", recorded.display())))?;
-        if before.normalized() != cfg.clone().normalized() {
-            return Err(Error::Invalid(format!(
-                "{} was started with another configuration ({}); use a new `out` to change settings",
-                dir.root.display(),
-                recorded.display()
-            )));
+    fn context<'a>(
+        &'a self,
+        cfg: &'a RunConfig,
+        device: &'a Device,
+        dtype: DType,
+        multi: &'a indicatif::MultiProgress,
+    ) -> Context<'a> {
+        Context {
+            cfg,
+            dir: &self.dir,
+            base_dir: &self.base_dir,
+            tokenizer_path: &self.tokenizer_path,
+            enc: &self.enc,
+            valid: &self.valid,
+            device,
+            dtype,
+            multi,
         }
     }
+}
 
+/// The devices of the workers: the run file's, or for `devices` one CUDA device each.
+fn worker_devices(cfg: &RunConfig, opts: &RunOptions, workers: usize) -> Result<Vec<(Device, DType)>> {
     let (device, dtype) = thrive_sft::device_for(&cfg.device, cfg.dtype.as_deref())?;
-    let base_dir = resolve_model_dir(&cfg.model)?;
-    let tokenizer_path = base_dir.join("tokenizer.json");
-    let enc = TextEncoder::from_file(&tokenizer_path)?;
-    import_real(cfg, &dir, &tokenizer_path)?;
-    let valid: Vec<Example> = to_sft(Pool::open(dir.pool())?.read_batch(&BatchKey::real("validation"))?);
+    if opts.devices.is_empty() {
+        return Ok(vec![(device, dtype); workers]);
+    }
+    if !device.is_cuda() {
+        return Err(Error::Invalid(format!(
+            "--devices: the run's device is the CPU (device = \"{}\"); devices are CUDA ordinals",
+            cfg.device
+        )));
+    }
+    (0..workers)
+        .map(|i| {
+            let ordinal = opts.devices[i % opts.devices.len()];
+            let d = Device::new_cuda(ordinal)
+                .map_err(|e| Error::Invalid(format!("--devices: CUDA device {ordinal}: {e}")))?;
+            Ok((d, dtype))
+        })
+        .collect()
+}
 
+/// Runs (or continues) a whole run, `opts.jobs` steps at a time (each once all the steps it
+/// depends on are done); returns the results table. The results and pool are the same whatever
+/// the number of jobs: every step's output depends on its inputs alone.
+pub fn run_with(cfg: &RunConfig, opts: &RunOptions) -> Result<ResultsTable> {
+    std::fs::create_dir_all(&cfg.out).map_err(io(&cfg.out))?;
+    let _lock = run_lock(&cfg.out)?;
+    let prepared = Prepared::new(cfg)?;
+    let dir = &prepared.dir;
     let steps = plan(cfg);
     let multi = indicatif::MultiProgress::new();
     let bar = multi.add(indicatif::ProgressBar::new(steps.len() as u64));
@@ -317,108 +496,196 @@ pub fn run(cfg: &RunConfig) -> Result<ResultsTable> {
         indicatif::ProgressStyle::with_template("run {bar:30} {pos}/{len} steps {msg} [{elapsed} / eta {eta}]")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    if let Some(v) = &cfg.value {
-        let rows = Pool::open(dir.pool())?.entry(&BatchKey::real("train"))?.rows as usize;
-        if let Some(&most) = v.num_real.iter().max().filter(|&&m| m > rows) {
-            return Err(Error::Invalid(format!(
-                "value.num_real: {most} is more than the {rows} rows of the real training split"
-            )));
-        }
-        if let Some(&most) = v.source_real.iter().flat_map(|r| r.values()).max().filter(|&m| m > rows).as_ref() {
-            return Err(Error::Invalid(format!(
-                "value.source_real: {most} is more than the {rows} rows of the real training split"
-            )));
-        }
-    }
-    // Recorded only once the settings are known to work with the data, so that a run file fixed
-    // after an error here is not refused as another configuration.
-    if !started {
-        write_json(&recorded, cfg)?;
-    }
-    let ctx = Context {
-        cfg,
-        dir: &dir,
-        base_dir: &base_dir,
-        enc: &enc,
-        valid: &valid,
-        device: &device,
-        dtype,
-        multi: &multi,
-    };
-    for step in steps {
-        let pool = Pool::open(dir.pool())?;
-        if is_done(&dir, Some(&pool), step) {
+    let workers = opts.jobs.max(1).min(steps.len().max(1));
+    // Steps at a time, for `thrive status`'s ETA.
+    write_json(&dir.root.join(JOBS_FILE), &serde_json::json!({ "jobs": workers }))?;
+    let devices = worker_devices(cfg, opts, workers)?;
+    if workers == 1 {
+        let ctx = prepared.context(cfg, &devices[0].0, devices[0].1, &multi);
+        for step in steps {
+            bar.set_message(describe(step));
+            run_one(&ctx, step)?;
             bar.inc(1);
-            continue;
+            // Results so far, so that `thrive report` works on a run in progress.
+            write_results(cfg, dir, false)?;
         }
-        bar.set_message(describe(step));
-        match step {
-            Step::Train { workflow, chain, generation } => {
-                let rows = pool.view(&View::training(workflow, chain, generation))?.examples()?;
-                // The paper fine-tunes every generation from the base model; optionally from the previous one.
-                let from = if ctx.continues(generation) {
-                    dir.model(workflow, chain, generation - 1).join("merged")
-                } else {
-                    base_dir.clone()
-                };
-                ctx.fit(step, rows, &from, (chain, generation), cfg.generation_loop().continue_from_previous)?;
-            }
-            Step::TrainSource { source } => {
-                let mut rows = pool.read_batch(&BatchKey::real("train"))?;
-                rows.truncate(source.quality.real.unwrap_or(usize::MAX));
-                ctx.fit(step, rows, &base_dir, (source.seed, 1), false)?;
-            }
-            Step::Cell { num_real: 0, num_synthetic: 0, .. } => ctx.evaluate_base(step)?,
-            Step::Cell { num_real, num_synthetic, source, seed } => {
-                let v = cfg.value.as_ref().expect("cells only in value grids");
-                let pick = if v.pick == "random" { Pick::Random { seed } } else { Pick::First };
-                let rows = match source {
-                    Some(s) => {
-                        let view = View::Mix { num_real, num_synthetic, synthetic: s.batch(), pick, filter: None };
-                        pool.view(&view)?.examples()?
+    } else {
+        let pool = Pool::open(dir.pool())?;
+        let done: Vec<bool> = steps.iter().map(|&s| is_done(dir, Some(&pool), s)).collect();
+        let ids: Vec<String> = steps.iter().map(Step::id).collect();
+        let deps: Vec<Vec<usize>> = steps
+            .iter()
+            .map(|&s| {
+                dependencies(s).iter().map(|d| ids.iter().position(|i| *i == d.id()).expect("in the plan")).collect()
+            })
+            .collect();
+        let state = std::sync::Mutex::new(Schedule { done, started: vec![false; steps.len()], failed: None });
+        let turn = std::sync::Condvar::new();
+        std::thread::scope(|scope| {
+            for (device, dtype) in &devices {
+                let ctx = prepared.context(cfg, device, *dtype, &multi);
+                let (steps, deps, state, turn, bar) = (&steps, &deps, &state, &turn, &bar);
+                scope.spawn(move || loop {
+                    let next = {
+                        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+                        loop {
+                            if s.failed.is_some() || s.started.iter().all(|&x| x) {
+                                break None;
+                            }
+                            // The first step in plan order whose dependencies are done.
+                            let ready = (0..steps.len()).find(|&i| !s.started[i] && deps[i].iter().all(|&d| s.done[d]));
+                            if let Some(i) = ready {
+                                s.started[i] = true;
+                                break Some(i);
+                            }
+                            s = turn.wait(s).unwrap_or_else(|e| e.into_inner());
+                        }
+                    };
+                    let Some(i) = next else {
+                        turn.notify_all();
+                        return;
+                    };
+                    bar.set_message(describe(steps[i]));
+                    let outcome = run_one(&ctx, steps[i]).and_then(|_| write_results(cfg, ctx.dir, false).map(drop));
+                    let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+                    match outcome {
+                        Ok(()) => {
+                            s.done[i] = true;
+                            bar.inc(1);
+                        }
+                        Err(e) => s.failed = s.failed.take().or(Some(e)),
                     }
-                    None => first_real(&pool, num_real, pick)?,
-                };
-                ctx.fit(step, rows, &base_dir, (seed, 1), false)?;
+                    drop(s);
+                    turn.notify_all();
+                });
             }
-            Step::Sample { workflow, chain, generation } => {
-                drop(pool);
-                let from = if ctx.continues(generation) {
-                    dir.model(workflow, chain, generation - 1).join("merged")
-                } else {
-                    base_dir.clone()
-                };
-                let target = Target {
-                    key: BatchKey::synthetic(workflow, chain, generation),
-                    call_seed: Seeds::new(chain).derive_u64(Stream::Synthesize(generation)),
-                    temperature: cfg.sampling.temperature,
-                };
-                ctx.sample(&dir.model(workflow, chain, generation), &from, target, &tokenizer_path)?;
-            }
-            Step::SampleSource { source } => {
-                drop(pool);
-                // Every quality of a seed samples with the same random stream (common random
-                // numbers: the sources differ by their quality alone).
-                let call = Seeds::new(source.seed).derive_u64(Stream::Synthesize(1));
-                let target = Target {
-                    key: source.batch(),
-                    call_seed: call,
-                    temperature: source.quality.temperature.unwrap_or(cfg.sampling.temperature),
-                };
-                ctx.sample(&dir.source_model(source), &base_dir, target, &tokenizer_path)?;
-            }
-        }
-        bar.inc(1);
-        // Results so far, so that `thrive report` works on a run in progress.
-        let table = results(cfg, &dir)?;
-        if !table.runs.is_empty() {
-            table.write_parquet(&dir.results())?;
+        });
+        let failed = state.into_inner().unwrap_or_else(|e| e.into_inner()).failed;
+        if let Some(e) = failed {
+            return Err(e);
         }
     }
     bar.finish_and_clear();
-    let table = results(cfg, &dir)?;
-    table.write_parquet(&dir.results())?;
+    write_results(cfg, dir, true)
+}
+
+/// How many steps the latest `thrive run` of a directory ran at a time (`{"jobs": N}`).
+pub const JOBS_FILE: &str = "jobs.json";
+
+/// The parallel run's bookkeeping, by index into the plan.
+struct Schedule {
+    done: Vec<bool>,
+    started: Vec<bool>,
+    failed: Option<Error>,
+}
+
+/// Runs exactly one step of the plan (`thrive run --step ID`), idempotently: a done step is a
+/// no-op, a step killed before resumes from its checkpoint. The steps it depends on must be done.
+/// Returns whether it ran.
+pub fn run_step(cfg: &RunConfig, id: &str) -> Result<bool> {
+    let step = find_step(cfg, id)?;
+    let prepared = Prepared::new(cfg)?;
+    let dir = &prepared.dir;
+    let pool = Pool::open(dir.pool())?;
+    if is_done(dir, Some(&pool), step) {
+        return Ok(false);
+    }
+    let missing: Vec<String> =
+        dependencies(step).into_iter().filter(|&d| !is_done(dir, Some(&pool), d)).map(|d| d.id()).collect();
+    if !missing.is_empty() {
+        return Err(Error::Invalid(format!("step {id} needs {} first (not done)", missing.join(", "))));
+    }
+    drop(pool);
+    let (device, dtype) = thrive_sft::device_for(&cfg.device, cfg.dtype.as_deref())?;
+    let multi = indicatif::MultiProgress::new();
+    let ran = run_one(&prepared.context(cfg, &device, dtype, &multi), step)?;
+    write_results(cfg, dir, false)?;
+    Ok(ran)
+}
+
+/// Writes results.parquet from every finished model (under a lock, so that of many processes
+/// finishing steps the last to write has seen every step); with `always` false, not while it
+/// would be empty.
+fn write_results(cfg: &RunConfig, dir: &RunDir, always: bool) -> Result<ResultsTable> {
+    let _lock = FileLock::acquire(&dir.root.join("results.lock"), Duration::from_secs(120))?;
+    let table = results(cfg, dir)?;
+    if always || !table.runs.is_empty() {
+        table.write_parquet(&dir.results())?;
+    }
     Ok(table)
+}
+
+/// Runs one step unless it is done; returns whether it ran.
+fn run_one(ctx: &Context<'_>, step: Step) -> Result<bool> {
+    let (cfg, dir) = (ctx.cfg, ctx.dir);
+    if is_done(dir, Some(&Pool::open(dir.pool())?), step) {
+        return Ok(false);
+    }
+    let _lock = step_lock(dir, step)?;
+    // Checked again under the lock: another process may have finished it meanwhile.
+    let pool = Pool::open(dir.pool())?;
+    if is_done(dir, Some(&pool), step) {
+        return Ok(false);
+    }
+    let base_dir = ctx.base_dir;
+    let tokenizer_path = ctx.tokenizer_path;
+    match step {
+        Step::Train { workflow, chain, generation } => {
+            let rows = pool.view(&View::training(workflow, chain, generation))?.examples()?;
+            // The paper fine-tunes every generation from the base model; optionally from the previous one.
+            let from = if ctx.continues(generation) {
+                dir.model(workflow, chain, generation - 1).join("merged")
+            } else {
+                base_dir.clone()
+            };
+            ctx.fit(step, rows, &from, (chain, generation), cfg.generation_loop().continue_from_previous)?;
+        }
+        Step::TrainSource { source } => {
+            let mut rows = pool.read_batch(&BatchKey::real("train"))?;
+            rows.truncate(source.quality.real.unwrap_or(usize::MAX));
+            ctx.fit(step, rows, base_dir, (source.seed, 1), false)?;
+        }
+        Step::Cell { num_real: 0, num_synthetic: 0, .. } => ctx.evaluate_base(step)?,
+        Step::Cell { num_real, num_synthetic, source, seed } => {
+            let v = cfg.value.as_ref().expect("cells only in value grids");
+            let pick = if v.pick == "random" { Pick::Random { seed } } else { Pick::First };
+            let rows = match source {
+                Some(s) => {
+                    let view = View::Mix { num_real, num_synthetic, synthetic: s.batch(), pick, filter: None };
+                    pool.view(&view)?.examples()?
+                }
+                None => first_real(&pool, num_real, pick)?,
+            };
+            ctx.fit(step, rows, base_dir, (seed, 1), false)?;
+        }
+        Step::Sample { workflow, chain, generation } => {
+            drop(pool);
+            let from = if ctx.continues(generation) {
+                dir.model(workflow, chain, generation - 1).join("merged")
+            } else {
+                base_dir.clone()
+            };
+            let target = Target {
+                key: BatchKey::synthetic(workflow, chain, generation),
+                call_seed: Seeds::new(chain).derive_u64(Stream::Synthesize(generation)),
+                temperature: cfg.sampling.temperature,
+            };
+            ctx.sample(&dir.model(workflow, chain, generation), &from, target, tokenizer_path)?;
+        }
+        Step::SampleSource { source } => {
+            drop(pool);
+            // Every quality of a seed samples with the same random stream (common random
+            // numbers: the sources differ by their quality alone).
+            let call = Seeds::new(source.seed).derive_u64(Stream::Synthesize(1));
+            let target = Target {
+                key: source.batch(),
+                call_seed: call,
+                temperature: source.quality.temperature.unwrap_or(cfg.sampling.temperature),
+            };
+            ctx.sample(&dir.source_model(source), base_dir, target, tokenizer_path)?;
+        }
+    }
+    Ok(true)
 }
 
 /// Pool rows as fine-tuning examples (text only; provenance stays in the pool).
@@ -449,8 +716,12 @@ fn import_real(cfg: &RunConfig, dir: &RunDir, tokenizer: &Path) -> Result<()> {
         let file = source.split_file(split)?;
         let mut rows = thrive_pool::import_file(&file, &ColumnMapping::default(), "helpsteer2", split)?;
         counter.annotate(&mut rows)?;
-        writer.write_batch(&BatchKey::real(split), &rows)?;
-        tracing::info!("imported {} {split} rows from {}", rows.len(), file.display());
+        match writer.write_batch(&BatchKey::real(split), &rows) {
+            Ok(_) => tracing::info!("imported {} {split} rows from {}", rows.len(), file.display()),
+            // Another job of the run imported it first (the same rows).
+            Err(_) if Pool::open(dir.pool())?.contains(&BatchKey::real(split)) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(())
 }
@@ -498,6 +769,7 @@ struct Context<'a> {
     cfg: &'a RunConfig,
     dir: &'a RunDir,
     base_dir: &'a PathBuf,
+    tokenizer_path: &'a Path,
     enc: &'a TextEncoder,
     valid: &'a [Example],
     device: &'a Device,
@@ -598,6 +870,7 @@ impl Context<'_> {
     /// Samples `sampling.count` rows from the model trained in `model_dir` (on top of `base`)
     /// into the pool batch `target.key`.
     fn sample(&self, model_dir: &Path, base: &Path, target: Target, tokenizer: &Path) -> Result<()> {
+        let started = std::time::Instant::now();
         let BatchKey::Synthetic { workflow: name, chain, generation } = target.key.clone() else {
             unreachable!("sampling writes synthetic batches")
         };
@@ -636,8 +909,9 @@ impl Context<'_> {
             workflow: name.clone(),
             chain,
             generation,
-            base_model: cfg.model.clone(),
-            adapter_path: Some(weights_dir.display().to_string()),
+            // Relative to the pool, so that pools of one job started in two places are the same.
+            base_model: recorded_model(&cfg.model, &self.dir.pool()),
+            adapter_path: Some(relative_to(&weights_dir, &self.dir.pool())),
             adapter_sha256: Some(file_sha256(&weights)?),
             call_seed: target.call_seed,
         };
@@ -646,6 +920,9 @@ impl Context<'_> {
         let mut out = synthesize(&model, self.enc, &mode, cfg.sampling.count, &settings, &origin, Some(self.multi))?;
         TokenCounter::from_file(tokenizer)?.annotate(&mut out.rows)?;
         PoolWriter::open(self.dir.pool())?.write_batch(&target.key, &out.rows)?;
+        // The step's time, for `thrive status`'s ETA (beside the pool: pools hold no timings).
+        let timing = SampleDone { rows: out.rows.len(), seconds: started.elapsed().as_secs_f64() };
+        write_json(&model_dir.join(SAMPLE_DONE), &timing)?;
         tracing::info!(kind = name, chain, generation, rows = out.rows.len(), rejections = ?out.rejections, "sampled");
         Ok(())
     }
@@ -666,6 +943,8 @@ pub fn results(cfg: &RunConfig, dir: &RunDir) -> Result<ResultsTable> {
         ]
     };
     let mode = if cfg.sft.full { "full" } else { "lora" };
+    // Relative to the run directory (a Hub id as written): the same results wherever it ran.
+    let model = recorded_model(&cfg.model, &dir.root);
     if cfg.value.is_some() {
         // A source's real rows when the run file leaves source_real to its default: all of them.
         let train_rows = match Pool::open(dir.pool()) {
@@ -680,7 +959,7 @@ pub fn results(cfg: &RunConfig, dir: &RunDir) -> Result<ResultsTable> {
                 continue;
             }
             let params = Params::new()
-                .with("model", cfg.model.as_str())
+                .with("model", model.as_str())
                 .with("mode", mode)
                 .with("num_real", num_real)
                 .with("num_synthetic", num_synthetic)
@@ -712,7 +991,7 @@ pub fn results(cfg: &RunConfig, dir: &RunDir) -> Result<ResultsTable> {
                 continue;
             }
             let params =
-                Params::new().with("model", cfg.model.as_str()).with("n", cfg.sampling.count as i64).with("mode", mode);
+                Params::new().with("model", model.as_str()).with("n", cfg.sampling.count as i64).with("mode", mode);
             table.push(RunRecord { params, workflow: Some(workflow), seed: chain, metrics })?;
         }
     }

@@ -24,7 +24,7 @@ impl Default for ColumnMapping {
     }
 }
 
-/// Counts the tokens of an example's training text the way fine-tuning sees it (protocol §4.1):
+/// Counts the tokens of an example's training text the way fine-tuning sees it (docs/protocol.md §4.1):
 /// the tokenizer's own special tokens (Gemma adds `<bos>`), plus EOS when it is not already last.
 pub struct TokenCounter {
     tokenizer: Tokenizer,

@@ -7,12 +7,14 @@
 //! pool.json                                   manifest: schema version, files, row counts, SHA-256
 //! real/train.parquet, real/validation.parquet real data, shared by every chain
 //! synthetic/<workflow>/chain-<seed>/gen-0003.parquet   what generation 3's model of that chain sampled
-//! .lock                                       present while a writer holds the pool
+//! .lock                                       present while a writer commits (host + PID of its owner)
 //! ```
 //!
 //! Batches are immutable once committed. A write goes to a temporary file, is fsynced and renamed,
 //! and only then is the manifest (written the same way) updated, so a crash at any point leaves
-//! the last consistent pool readable, and no committed batch is ever lost.
+//! the last consistent pool readable, and no committed batch is ever lost. Many writers (jobs on
+//! a cluster) may write different batches of one pool at once: only the commit itself takes the
+//! lock, and readers see exactly the whole batches the manifest lists.
 //!
 //! [`Pool::view`] answers "which examples does generation t train on?" for every workflow of
 //! [`thrive_core::Workflow`] (with its subsample rule and seeding stream) and for the

@@ -33,7 +33,7 @@ impl BatchKey {
         BatchKey::Synthetic { workflow: workflow.name().into(), chain, generation }
     }
 
-    /// The synthetic rows of a source of the value-of-synthetic grid (protocol §5: sampled by a
+    /// The synthetic rows of a source of the value-of-synthetic grid (docs/protocol.md §5: sampled by a
     /// model fine-tuned once on real training rows): its seed, and its quality setting's index
     /// among the run's (stored as generation `quality + 1`; the paper's grid has one, 0).
     pub fn value_source(seed: u64, quality: u32) -> Self {

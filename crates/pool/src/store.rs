@@ -13,6 +13,8 @@ use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+use thrive_core::lock::{FileLock, Owner};
 use thrive_core::{BatchRef, Workflow};
 
 /// Rows per Arrow batch when reading.
@@ -216,52 +218,60 @@ impl Pool {
     }
 }
 
-/// The single writer of a pool: holds `.lock` until dropped.
+/// A writer of a pool. Any number may write one pool at once, from any number of processes and
+/// hosts (jobs of a cluster on a shared file system), as long as they write different batches:
+/// each batch's Parquet file is written to a temporary name of its own, and only the commit (a
+/// rename and a rewrite of `pool.json`, milliseconds) takes the pool's `.lock`, whose owner is
+/// host + PID and which is never taken over from another host ([`thrive_core::lock`]).
 #[derive(Debug)]
 pub struct PoolWriter {
     pool: Pool,
-    lock: PathBuf,
+    lock_wait: Duration,
 }
 
+/// How long a commit waits for another writer's commit by default.
+const LOCK_WAIT: Duration = Duration::from_secs(120);
+
 impl PoolWriter {
-    /// Opens (creating if needed) the pool in `dir` for writing. Fails with a clear message when
-    /// another live process holds the lock; a lock left by a dead process is taken over.
+    /// Opens (creating if needed) the pool in `dir` for writing, and removes the temporary files
+    /// of writers that are gone.
     pub fn open(dir: impl AsRef<Path>) -> Result<PoolWriter> {
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let lock = dir.join(LOCK);
-        acquire_lock(&lock)?;
-        let result = (|| {
-            if !dir.join(crate::manifest::MANIFEST).exists() {
-                PoolManifest::empty().write(&dir)?;
-            }
-            let pool = Pool::open(&dir)?;
-            clean_temporaries(&dir);
-            Ok(pool)
-        })();
-        match result {
-            Ok(pool) => Ok(PoolWriter { pool, lock }),
-            Err(e) => {
-                let _ = std::fs::remove_file(&lock);
-                Err(e)
-            }
+        let lock = take_lock(&dir, LOCK_WAIT)?;
+        if !dir.join(crate::manifest::MANIFEST).exists() {
+            PoolManifest::empty().write(&dir)?;
         }
+        let pool = Pool::open(&dir)?;
+        clean_temporaries(&dir);
+        drop(lock);
+        Ok(PoolWriter { pool, lock_wait: LOCK_WAIT })
     }
 
-    /// The pool as committed so far.
+    /// How long a commit waits while another writer commits (default two minutes; a commit
+    /// takes milliseconds, so only a writer killed mid-commit on another host makes it wait).
+    pub fn set_lock_wait(&mut self, wait: Duration) {
+        self.lock_wait = wait;
+    }
+
+    /// The pool as of this writer's last commit (or its opening).
     pub fn pool(&self) -> &Pool {
         &self.pool
     }
 
-    /// Commits `rows` as batch `key`: the Parquet file is written to a temporary name, fsynced
-    /// and renamed, then the manifest is rewritten the same way. Batches are immutable: writing
-    /// a key twice is an error, and nothing committed is touched.
+    /// Commits `rows` as batch `key`: the Parquet file is written to a temporary name and
+    /// fsynced; then, under the pool's lock, it is renamed into place and the manifest (as other
+    /// writers left it) is rewritten the same way. Batches are immutable: writing a key twice,
+    /// from this writer or another, is an error, and nothing committed is touched.
     pub fn write_batch(&mut self, key: &BatchKey, rows: &[Example]) -> Result<&FileEntry> {
-        if self.pool.contains(key) {
-            return Err(Error::Invalid(format!(
+        let already = || {
+            Error::Invalid(format!(
                 "{}: batch `{key}` is already committed (batches are immutable)",
                 self.pool.dir.display()
-            )));
+            ))
+        };
+        if self.pool.contains(key) || PoolManifest::read(&self.pool.dir)?.entry(key).is_some() {
+            return Err(already());
         }
         if rows.is_empty() {
             return Err(Error::Invalid(format!("batch `{key}`: no rows to write")));
@@ -285,93 +295,107 @@ impl PoolWriter {
         }
         let relative = key.relative_path();
         let path = self.pool.dir.join(&relative);
-        let props = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .set_key_value_metadata(Some(vec![KeyValue::new(VERSION_KEY.to_string(), SCHEMA_VERSION.to_string())]))
-            .build();
-        thrive_core::fsutil::write_atomic(&path, |out| {
-            let perr = |e: parquet::errors::ParquetError| thrive_core::Error::Parquet {
-                path: path.clone(),
-                message: e.to_string(),
-            };
-            let mut writer = ArrowWriter::try_new(out, crate::pool_schema(), Some(props)).map_err(perr)?;
-            for chunk in rows.chunks(ROW_GROUP_ROWS) {
-                let batch: RecordBatch =
-                    examples_to_batch(chunk).map_err(|e| thrive_core::Error::Setting(e.to_string()))?;
-                writer.write(&batch).map_err(perr)?;
+        let tmp = owned_temp(&path);
+        let written = write_parquet(&tmp, rows).and_then(|()| {
+            let bytes = std::fs::metadata(&tmp).map_err(|e| Error::io(&tmp, e))?.len();
+            Ok((bytes, file_sha256(&tmp)?))
+        });
+        let (bytes, sha256) = match written {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
             }
-            writer.close().map_err(perr)?;
-            Ok(())
-        })?;
-        let bytes = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?.len();
+        };
         let entry = FileEntry {
             key: key.clone(),
             path: relative,
             rows: rows.len() as u64,
             bytes,
-            sha256: file_sha256(&path)?,
+            sha256,
             tokens: rows.iter().map(|r| r.tokens.unwrap_or(0) as u64).sum(),
         };
-        let mut manifest = self.pool.manifest.clone();
-        manifest.files.push(entry);
-        manifest.files.sort_by(|a, b| a.key.cmp(&b.key));
-        manifest.write(&self.pool.dir)?;
+        let committed = (|| {
+            let _lock = take_lock(&self.pool.dir, self.lock_wait)?;
+            // Other writers may have committed since: the manifest as they left it.
+            let mut manifest = PoolManifest::read(&self.pool.dir)?;
+            if manifest.entry(key).is_some() {
+                return Err(already());
+            }
+            std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+            thrive_core::fsutil::sync_parent(&path);
+            manifest.files.push(entry);
+            manifest.files.sort_by(|a, b| a.key.cmp(&b.key));
+            manifest.write(&self.pool.dir)?;
+            Ok(manifest)
+        })();
+        let manifest = match committed {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
         self.pool.manifest = manifest;
         tracing::debug!("committed {key}: {} rows to {}", rows.len(), path.display());
         Ok(self.pool.manifest.entry(key).expect("just added"))
     }
 }
 
-impl Drop for PoolWriter {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.lock);
+/// Writes `rows` as a pool Parquet file at `path` and fsyncs it.
+fn write_parquet(path: &Path, rows: &[Example]) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     }
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_key_value_metadata(Some(vec![KeyValue::new(VERSION_KEY.to_string(), SCHEMA_VERSION.to_string())]))
+        .build();
+    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    let out = std::io::BufWriter::new(file);
+    let mut writer =
+        ArrowWriter::try_new(out, crate::pool_schema(), Some(props)).map_err(|e| Error::bad_file(path, e))?;
+    for chunk in rows.chunks(ROW_GROUP_ROWS) {
+        let batch: RecordBatch = examples_to_batch(chunk).map_err(|e| Error::bad_file(path, e))?;
+        writer.write(&batch).map_err(|e| Error::bad_file(path, e))?;
+    }
+    let out = writer.into_inner().map_err(|e| Error::bad_file(path, e))?;
+    let file = out.into_inner().map_err(|e| Error::io(path, e.into_error()))?;
+    file.sync_all().map_err(|e| Error::io(path, e))
 }
 
-fn acquire_lock(lock: &Path) -> Result<()> {
-    use std::io::Write;
-    for _ in 0..2 {
-        match std::fs::OpenOptions::new().write(true).create_new(true).open(lock) {
-            Ok(mut f) => {
-                let _ = writeln!(f, "{}", std::process::id());
-                let _ = f.sync_all();
-                return Ok(());
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let holder = std::fs::read_to_string(lock).ok().and_then(|s| s.trim().parse::<u32>().ok());
-                match holder {
-                    Some(pid) if process_alive(pid) => {
-                        return Err(Error::Locked {
-                            message: format!(
-                                "{}: the pool is being written by process {pid}; wait for it to finish \
-                                 (or, if it is gone, delete this lock file)",
-                                lock.display()
-                            ),
-                        })
-                    }
-                    _ => {
-                        tracing::warn!("{}: taking over a lock left by a process that is gone", lock.display());
-                        std::fs::remove_file(lock).map_err(|e| Error::io(lock, e))?;
-                    }
-                }
-            }
-            Err(e) => return Err(Error::io(lock, e)),
+/// Takes the pool's commit lock.
+fn take_lock(dir: &Path, wait: Duration) -> Result<FileLock> {
+    FileLock::acquire(&dir.join(LOCK), wait).map_err(|e| match e {
+        thrive_core::Error::Locked { path, message } => {
+            Error::Locked { message: format!("{}: the pool is being committed to; {message}", path.display()) }
         }
-    }
-    Err(Error::Locked { message: format!("{}: could not take the lock", lock.display()) })
+        other => other.into(),
+    })
 }
 
-/// Whether a process is alive (Linux: /proc; elsewhere assume it is, to stay safe).
-fn process_alive(pid: u32) -> bool {
-    if cfg!(target_os = "linux") {
-        Path::new(&format!("/proc/{pid}")).exists()
-    } else {
-        true
+/// A temporary name beside `path` that names its writer (`.NAME~PID~HOST.tmp`), so that only
+/// the temporaries of writers that are gone are cleaned up.
+fn owned_temp(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let me = Owner::me();
+    path.with_file_name(format!(".{name}~{}~{}.tmp", me.pid, me.host.unwrap_or_default()))
+}
+
+/// The writer of a temporary file: `.NAME~PID~HOST.tmp`, or `.NAME.PID.tmp` as older writers
+/// (and [`thrive_core::fsutil::temp_path`]) name them.
+fn temp_owner(name: &str) -> Option<Owner> {
+    let stem = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let parts: Vec<&str> = stem.split('~').collect();
+    match parts.as_slice() {
+        [_, pid, host] => Some(Owner { pid: pid.parse().ok()?, host: Some(host.to_string()), boot: None }),
+        _ => Some(Owner { pid: stem.rsplit_once('.')?.1.parse().ok()?, host: None, boot: None }),
     }
 }
 
-/// Removes temporary files a killed writer left behind (they were never in the manifest).
+/// Removes temporary files that writers now gone left behind (they were never in the manifest);
+/// other writers' files in progress are left alone.
 fn clean_temporaries(dir: &Path) {
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -380,10 +404,28 @@ fn clean_temporaries(dir: &Path) {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.') && n.ends_with(".tmp"))
-            {
+            } else if p.file_name().and_then(|n| n.to_str()).and_then(temp_owner).is_some_and(|o| o.is_gone()) {
                 let _ = std::fs::remove_file(&p);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporaries_name_their_writer() {
+        let tmp = owned_temp(Path::new("/p/synthetic/gen-0001.parquet"));
+        let name = tmp.file_name().unwrap().to_str().unwrap();
+        assert_eq!(temp_owner(name).unwrap().pid, std::process::id());
+        assert!(!temp_owner(name).unwrap().is_gone());
+        let old = temp_owner(".pool.json.4000000000.tmp").unwrap();
+        assert_eq!((old.pid, old.is_gone()), (4_000_000_000, true));
+        let other = temp_owner(".gen-0001.parquet~4000000000~node-7.cluster.tmp").unwrap();
+        assert_eq!(other.host.as_deref(), Some("node-7.cluster"));
+        assert!(!other.is_gone());
+        assert!(temp_owner("gen-0001.parquet").is_none());
     }
 }

@@ -29,7 +29,7 @@ pub enum Pick {
 /// A selection of the pool.
 #[derive(Debug, Clone, PartialEq)]
 pub enum View {
-    /// What generation `generation` of chain (`workflow`, `chain`) trains on (protocol §4.4):
+    /// What generation `generation` of chain (`workflow`, `chain`) trains on (docs/protocol.md §4.4):
     /// real data at generation 1; then Replace the previous synthetic batch, Accumulate real plus
     /// every synthetic batch so far, Accumulate-Subsample a uniform subsample of that of size
     /// `subsample` (the paper: `SubsampleSize::InverseGeneration`, int(total / t)) drawn from the

@@ -214,7 +214,7 @@ fn lineage_traces_a_synthetic_row_to_its_model_and_data() {
 }
 
 #[test]
-fn batches_are_immutable_and_the_lock_keeps_a_second_writer_out() {
+fn batches_are_immutable_and_writers_share_the_pool_through_a_host_aware_lock() {
     let dir = tempfile::tempdir().unwrap();
     build_pool(dir.path());
     let mut w = PoolWriter::open(dir.path()).unwrap();
@@ -225,13 +225,53 @@ fn batches_are_immutable_and_the_lock_keeps_a_second_writer_out() {
     // Rows of another batch are refused.
     let err = w.write_batch(&BatchKey::synthetic(Workflow::Replace, 0, 4), &synthetic(Workflow::Replace, 0, 5, 3));
     assert!(err.is_err());
-    // A second writer is kept out while the first lives.
-    let err = PoolWriter::open(dir.path()).unwrap_err().to_string();
+    // A second writer works beside the first; what one commits, the other sees and cannot
+    // commit again.
+    let mut v = PoolWriter::open(dir.path()).unwrap();
+    v.write_batch(&BatchKey::synthetic(Workflow::Replace, 5, 1), &synthetic(Workflow::Replace, 5, 1, 3)).unwrap();
+    let err = w.write_batch(&BatchKey::synthetic(Workflow::Replace, 5, 1), &synthetic(Workflow::Replace, 5, 1, 3));
+    assert!(err.unwrap_err().to_string().contains("already committed"));
+    w.write_batch(&BatchKey::synthetic(Workflow::Replace, 6, 1), &synthetic(Workflow::Replace, 6, 1, 3)).unwrap();
+    assert_eq!(Pool::open(dir.path()).unwrap().manifest().files.len(), 22);
+    // A commit waits for a live holder of the lock, then names it.
+    let lock = dir.path().join(".lock");
+    std::fs::write(&lock, format!("{}\n", std::process::id())).unwrap();
+    w.set_lock_wait(std::time::Duration::from_millis(50));
+    let err = w.write_batch(&BatchKey::synthetic(Workflow::Replace, 7, 1), &synthetic(Workflow::Replace, 7, 1, 3));
+    let err = err.unwrap_err().to_string();
     assert!(err.contains(".lock") && err.contains(&std::process::id().to_string()), "{err}");
-    drop(w);
-    // A lock left by a dead process is taken over.
-    std::fs::write(dir.path().join(".lock"), "4000000000\n").unwrap();
-    PoolWriter::open(dir.path()).unwrap();
+    // A lock left by a dead process of this host is taken over (old lock files: the PID alone).
+    std::fs::write(&lock, "4000000000\n").unwrap();
+    w.write_batch(&BatchKey::synthetic(Workflow::Replace, 7, 1), &synthetic(Workflow::Replace, 7, 1, 3)).unwrap();
+    assert!(!lock.exists());
+    // One of another host is never taken over: its process may be alive there.
+    std::fs::write(&lock, "4000000000 node-elsewhere\n").unwrap();
+    let err = w.write_batch(&BatchKey::synthetic(Workflow::Replace, 8, 1), &synthetic(Workflow::Replace, 8, 1, 3));
+    let err = err.unwrap_err().to_string();
+    assert!(err.contains("node-elsewhere") && err.contains("4000000000"), "{err}");
+    assert!(lock.exists());
+    let pool = Pool::open(dir.path()).unwrap();
+    pool.verify().unwrap();
+    assert_eq!(pool.manifest().files.len(), 23);
+    // No temporary file is left behind by the refused commits.
+    let tmp: Vec<_> = walk(dir.path()).into_iter().filter(|p| p.to_string_lossy().ends_with(".tmp")).collect();
+    assert!(tmp.is_empty(), "{tmp:?}");
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
 }
 
 #[test]
@@ -348,4 +388,65 @@ fn a_writer_killed_mid_write_leaves_a_readable_pool() {
     // The stale lock and temporaries of the dead writer do not stop the next writer.
     let w = PoolWriter::open(dir.path()).unwrap();
     assert_eq!(w.pool().manifest().files.len(), committed);
+}
+
+/// Several processes commit batches to one pool at once while one of them is SIGKILLed mid-write:
+/// every batch a writer reported committed is there, whole; nothing else is visible; the dead
+/// writer's temporary file is cleaned by the next writer and the others' never were.
+#[test]
+fn concurrent_writers_lose_no_commit_when_one_is_killed() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    PoolWriter::open(dir.path()).unwrap();
+    let spawn = |chain: u64, batches: Option<u32>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_pool-crash-writer"));
+        c.arg(dir.path()).arg(chain.to_string());
+        if let Some(n) = batches {
+            c.arg(n.to_string());
+        }
+        c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+    };
+    // Four writers of three batches each, and one that writes until it is killed.
+    let writers: Vec<_> = (1..=4).map(|chain| (chain, spawn(chain, Some(3)))).collect();
+    let mut victim = spawn(9, None);
+    std::thread::sleep(std::time::Duration::from_millis(900));
+    victim.kill().unwrap(); // SIGKILL
+    victim.wait().unwrap();
+    let mut reported = String::new();
+    victim.stdout.take().unwrap().read_to_string(&mut reported).unwrap();
+    let mut expected: Vec<(u64, u32)> =
+        reported.lines().map(|l| (9, l.strip_prefix("committed ").unwrap().parse().unwrap())).collect();
+    for (chain, child) in writers {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "writer {chain}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3, "writer {chain}");
+        expected.extend((1..=3).map(|g| (chain, g)));
+    }
+    let pool = Pool::open(dir.path()).unwrap();
+    pool.verify().unwrap();
+    let committed: Vec<(u64, u32)> = pool
+        .manifest()
+        .files
+        .iter()
+        .map(|f| match f.key {
+            BatchKey::Synthetic { chain, generation, .. } => (chain, generation),
+            _ => unreachable!(),
+        })
+        .collect();
+    for k in &expected {
+        assert!(committed.contains(k), "batch {k:?} was reported committed but is missing: {committed:?}");
+    }
+    // The killed writer may have committed one batch more than it could report, no other.
+    let extra: Vec<_> = committed.iter().filter(|k| !expected.contains(k)).collect();
+    let victim_reported = expected.iter().filter(|k| k.0 == 9).count() as u32;
+    assert!(extra.is_empty() || extra == [&(9, victim_reported + 1)], "unexpected batches {extra:?}");
+    for f in &pool.manifest().files {
+        assert_eq!(pool.read_batch(&f.key).unwrap().len(), 20_000, "{}", f.key);
+    }
+    // The next writer removes what the killed one left half-written.
+    drop(PoolWriter::open(dir.path()).unwrap());
+    let tmp: Vec<_> = walk(dir.path()).into_iter().filter(|p| p.to_string_lossy().ends_with(".tmp")).collect();
+    assert!(tmp.is_empty(), "{tmp:?}");
+    assert!(!dir.path().join(".lock").exists());
 }

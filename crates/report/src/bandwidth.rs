@@ -1,4 +1,4 @@
-//! Figures of the KDE bandwidth study (protocol §3.3 and §3.4).
+//! Figures of the KDE bandwidth study (docs/protocol.md §3.3 and §3.4).
 //!
 //! * NLL against bandwidth: for every combination of the other parameters
 //!   (dataset, n, …), one panel per workflow, one line per chosen generation
@@ -12,7 +12,7 @@
 //! The results only carry the bandwidth as text (`0.1`, `scott`,
 //! `0.5*t^-0.25`); that is all this module reads.
 
-use crate::figure::{ensure_font, facet_labels, render, sort_key, viridis, Drawing, FONT};
+use crate::figure::{ensure_font, figure_names, render, sort_key, varying, viridis, Drawing, FONT};
 use crate::stats::{bootstrap_mean_ci, Band};
 use crate::{trajectory_figures, FigureOptions, Result};
 use plotters::coord::ranged1d::ValueFormatter;
@@ -88,6 +88,7 @@ pub fn bandwidth_figures(table: &ResultsTable, out_dir: &Path, generations: &[u3
     let stride = table.metric_names.len();
     let value = |run: usize, g: u32, metric: usize| table.runs[run].metrics[(g as usize - 1) * stride + metric];
 
+    let vary = varying(&facets.values().map(|(f, _)| f.as_slice()).collect::<Vec<_>>());
     for (facet_index, (facet, by_workflow)) in facets.values().enumerate() {
         let mut panels = Vec::new();
         for (&workflow, runs) in by_workflow {
@@ -133,9 +134,8 @@ pub fn bandwidth_figures(table: &ResultsTable, out_dir: &Path, generations: &[u3
         if panels.is_empty() {
             continue;
         }
-        let (text, file) = facet_labels(facet);
-        let stem = format!("{}_nll-vs-bandwidth_{}", table.setting, file.join("_"));
-        let title = format!("{}: nll against bandwidth  ({})   ▲ Scott  ■ Silverman", table.setting, text.join(", "));
+        let (text, stem) = figure_names("nll-vs-bandwidth", facet, &vary);
+        let title = format!("{}: nll against bandwidth  ({text})   ▲ Scott  ■ Silverman", table.setting);
         let fig = BandwidthFigure { title, panels };
         let size = ((470 * fig.panels.len() as u32).max(1000), 480);
         written.extend(render(out_dir, &stem, size, &fig)?);

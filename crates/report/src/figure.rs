@@ -8,8 +8,23 @@ use plotters::prelude::*;
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Once;
-use thrive_core::{ParamValue, ResultsTable, Workflow};
+use std::sync::{Arc, Once};
+use thrive_core::{ParamValue, Params, ResultsTable, Workflow};
+
+/// A closed form to draw beside the measured curves: the expected value of `metric` at a
+/// generation for runs with these parameters under this workflow, or `None` where none applies.
+/// The caller (which knows the setting) supplies it; this crate does not know what metrics mean.
+#[derive(Clone)]
+pub struct Theory(pub Arc<TheoryFn>);
+
+/// (run parameters, workflow, metric, generation) -> the expected value, where one applies.
+pub type TheoryFn = dyn Fn(&Params, Workflow, &str, u32) -> Option<f64> + Send + Sync;
+
+impl std::fmt::Debug for Theory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Theory(..)")
+    }
+}
 
 /// What to draw and where.
 #[derive(Debug, Clone)]
@@ -30,6 +45,11 @@ pub struct FigureOptions {
     pub ignore: Vec<String>,
     /// Added to every file name, so figures of another grouping do not overwrite these.
     pub tag: String,
+    /// Theory lines, drawn dashed in each curve's colour where they apply.
+    pub theory: Option<Theory>,
+    /// Runs that ended early (an absorbing state) count with their last values at later
+    /// generations, so means never average only the runs still going.
+    pub carry_forward: bool,
 }
 
 impl FigureOptions {
@@ -43,6 +63,8 @@ impl FigureOptions {
             log_y: None,
             ignore: Vec::new(),
             tag: String::new(),
+            theory: None,
+            carry_forward: false,
         }
     }
 }
@@ -51,6 +73,8 @@ impl FigureOptions {
 struct Curve {
     label: String,
     points: Vec<(u32, Band)>,
+    /// The theory line at each generation where it applies.
+    theory: Vec<(u32, f64)>,
 }
 
 struct Panel {
@@ -62,6 +86,8 @@ struct Figure {
     title: String,
     stem: String,
     metric: String,
+    /// The most seeds behind any point: the band is drawn (and named) only with two or more.
+    seeds: usize,
     panels: Vec<Panel>,
 }
 
@@ -168,6 +194,11 @@ fn all_positive(fig: &Figure) -> bool {
     fig.panels.iter().flat_map(|p| &p.curves).flat_map(|c| &c.points).all(|(_, b)| b.lo > 0.0)
 }
 
+/// The number of theory points a figure draws (its legend names the dashed lines when any).
+fn theory_points(fig: &Figure) -> usize {
+    fig.panels.iter().flat_map(|p| &p.curves).map(|c| c.theory.len()).sum()
+}
+
 /// Groups runs into figures (per metric and facet), panels (per workflow) and curves (per hue value).
 fn build_figures(table: &ResultsTable, opts: &FigureOptions) -> Result<Vec<Figure>> {
     let metrics: Vec<(usize, String)> = if opts.metrics.is_empty() {
@@ -214,6 +245,7 @@ fn build_figures(table: &ResultsTable, opts: &FigureOptions) -> Result<Vec<Figur
         entry.entry(key).or_insert_with(|| (hue, Vec::new())).1.push(i);
     }
 
+    let vary = varying(&facets.iter().map(|(f, _)| f.as_slice()).collect::<Vec<_>>());
     let jobs: Vec<(usize, usize)> = (0..facets.len()).flat_map(|f| (0..metrics.len()).map(move |m| (f, m))).collect();
     let figures = jobs
         .par_iter()
@@ -229,8 +261,11 @@ fn build_figures(table: &ResultsTable, opts: &FigureOptions) -> Result<Vec<Figur
                     for g in 0..generations {
                         let values: Vec<f64> = runs
                             .iter()
-                            .filter(|&&r| g < table.generations(r))
-                            .map(|&r| table.runs[r].metrics[g * table.metric_names.len() + metric_index])
+                            .filter(|&&r| table.generations(r) > 0 && (opts.carry_forward || g < table.generations(r)))
+                            .map(|&r| {
+                                let g = g.min(table.generations(r) - 1);
+                                table.runs[r].metrics[g * table.metric_names.len() + metric_index]
+                            })
                             .collect();
                         let cell = (f * 1_000_003 + m * 10_007 + g) as u32;
                         if let Some(b) = bootstrap_mean_ci(&values, opts.resamples, opts.seed, cell) {
@@ -238,28 +273,66 @@ fn build_figures(table: &ResultsTable, opts: &FigureOptions) -> Result<Vec<Figur
                         }
                     }
                     if !points.is_empty() {
-                        out.push(Curve { label: format!("{} = {hue}", opts.hue), points });
+                        let theory = match &opts.theory {
+                            Some(Theory(f)) => (1..=generations as u32)
+                                .filter_map(|g| f(&table.runs[runs[0]].params, *workflow, metric, g).map(|v| (g, v)))
+                                .collect(),
+                            None => Vec::new(),
+                        };
+                        out.push(Curve { label: format!("{} = {hue}", opts.hue), points, theory });
                     }
                 }
                 if !out.is_empty() {
                     panels.push(Panel { workflow: *workflow, curves: out });
                 }
             }
-            let (facet_text, facet_file) = facet_labels(facet);
-            let mut stem = format!("{}_{}{}", table.setting, metric, opts.tag);
-            if !facet_file.is_empty() {
-                stem = format!("{stem}_{}", facet_file.join("_"));
-            }
+            let (facet_text, stem) = figure_names(&format!("{metric}{}", opts.tag), facet, &vary);
+            let seeds = panels.iter().flat_map(|p: &Panel| &p.curves).flat_map(|c| &c.points).map(|p| p.1.count);
             Figure {
-                title: format!("{}: {metric}  ({})", table.setting, facet_text.join(", ")),
+                title: format!("{}: {metric}  ({facet_text})", table.setting),
                 stem,
                 metric: metric.clone(),
+                seeds: seeds.max().unwrap_or(0),
                 panels,
             }
         })
         .filter(|f| !f.panels.is_empty())
         .collect();
     Ok(figures)
+}
+
+/// The parameters whose values differ between `facets` (each listing the same keys in order):
+/// the ones that split the figures and so name their files.
+pub(crate) fn varying(facets: &[&[(String, ParamValue)]]) -> Vec<String> {
+    let Some(first) = facets.first() else { return Vec::new() };
+    first
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| facets.iter().any(|f| f.get(*i).is_none_or(|(_, v)| v.group_key() != first[*i].1.group_key())))
+        .map(|(_, (k, _))| k.clone())
+        .collect()
+}
+
+/// A value as a reader names it: a path or Hub id by its last component (`checkpoints/x/model`
+/// → `model`, `google/gemma-2-2b` → `gemma-2-2b`), anything else as written.
+pub(crate) fn short_value(v: &ParamValue) -> String {
+    let text = v.to_string();
+    match text.trim_end_matches(['/', '\\']).rsplit(['/', '\\']).next() {
+        Some(last) if !last.is_empty() => last.to_string(),
+        _ => text,
+    }
+}
+
+/// A figure's title text (`k = v` for every facet parameter, paths shortened) and its file stem:
+/// `<name>[_<facet>-<value>…]` over the parameters in `vary` only, never a path.
+pub(crate) fn figure_names(name: &str, facet: &[(String, ParamValue)], vary: &[String]) -> (String, String) {
+    let shown: Vec<&(String, ParamValue)> = facet.iter().filter(|(_, v)| v.to_string() != "-").collect();
+    let text: Vec<String> = shown.iter().map(|(k, v)| format!("{k} = {}", short_value(v))).collect();
+    let mut stem = name.to_string();
+    for (k, v) in shown.iter().filter(|(k, _)| vary.contains(k)) {
+        stem.push_str(&format!("_{k}-{}", file_safe(&short_value(v))));
+    }
+    (text.join(", "), stem)
 }
 
 /// Title text and file-name parts of a facet; parameters set to "-" (not applicable) are left out.
@@ -305,6 +378,11 @@ fn draw<DB: DrawingBackend>(
     let (mut y_lo, mut y_hi) = all
         .filter(|(_, b)| !log_y || b.lo > 0.0)
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), (_, b)| (lo.min(b.lo), hi.max(b.hi)));
+    for (_, v) in fig.panels.iter().flat_map(|p| &p.curves).flat_map(|c| &c.theory) {
+        if v.is_finite() && (!log_y || *v > 0.0) {
+            (y_lo, y_hi) = (y_lo.min(*v), y_hi.max(*v));
+        }
+    }
     if !y_lo.is_finite() || !y_hi.is_finite() {
         (y_lo, y_hi) = (if log_y { 1e-3 } else { 0.0 }, 1.0);
     }
@@ -344,8 +422,32 @@ fn draw<DB: DrawingBackend>(
                         line.label(curve.label.clone())
                             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(3)));
                     }
+                    let theory: Vec<(u32, f64)> =
+                        curve.theory.iter().copied().filter(|(_, v)| v.is_finite() && (!log_y || *v > 0.0)).collect();
+                    if !theory.is_empty() {
+                        chart.draw_series(DashedLineSeries::new(theory, 6, 4, color.stroke_width(1))).map_err(err)?;
+                    }
+                }
+                if k + 1 == fig.panels.len() && theory_points(fig) > 0 {
+                    let gray = RGBColor(90, 90, 90);
+                    chart
+                        .draw_series(LineSeries::new(std::iter::empty::<(u32, f64)>(), gray))
+                        .map_err(err)?
+                        .label("theory (dashed)")
+                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 6, y)], gray.stroke_width(2)));
                 }
                 if k + 1 == fig.panels.len() {
+                    // Name the shaded band in the legend (or say there is none).
+                    let band = if fig.seeds > 1 {
+                        format!("95% bootstrap band, {} seeds", fig.seeds)
+                    } else {
+                        "one seed: no band".to_string()
+                    };
+                    chart
+                        .draw_series(std::iter::empty::<PathElement<(u32, f64)>>())
+                        .map_err(err)?
+                        .label(band)
+                        .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 18, y + 5)], BLACK.mix(0.2).filled()));
                     chart
                         .configure_series_labels()
                         .position(SeriesLabelPosition::UpperLeft)

@@ -243,52 +243,62 @@ impl Drawing for Lines<'_> {
         let title = format!("{} against {}, one line per {}", g.metric, g.col_param, g.row_param);
         let root = root.titled(&title, (FONT, 20)).map_err(err)?;
         let (lo, hi) = g.range();
-        let pad = ((hi - lo) * 0.08).max(1e-9);
+        // Losses that span more than a factor of three (scarce real data far above plentiful)
+        // read on a log axis: on a linear one the small rise of the plentiful rows is flat.
+        let log_y = lo > 0.0 && hi > 3.0 * lo;
         let nc = g.cols.len();
-        let mut chart = ChartBuilder::on(&root)
-            .margin(10)
-            .x_label_area_size(45)
-            .y_label_area_size(70)
-            .build_cartesian_2d(-0.3f64..(nc as f64 - 0.7).max(0.7), (lo - pad)..(hi + pad))
-            .map_err(err)?;
+        let x_range = -0.3f64..(nc as f64 - 0.7).max(0.7);
         let cols = &g.cols;
-        chart
-            .configure_mesh()
-            .x_labels(nc.max(2))
-            .x_label_formatter(&|x| {
-                let i = x.round();
-                if (x - i).abs() < 1e-6 && i >= 0.0 {
-                    cols.get(i as usize).map_or(String::new(), |v| v.to_string())
-                } else {
-                    String::new()
-                }
-            })
-            .x_desc(format!("{} (categorical)", g.col_param))
-            .y_desc(g.metric.as_str())
-            .label_style((FONT, 13))
-            .axis_desc_style((FONT, 14))
-            .draw()
-            .map_err(err)?;
         let n = g.rows.len();
-        for (r, row) in g.rows.iter().enumerate() {
-            let color = viridis(if n > 1 { 0.85 * r as f64 / (n - 1) as f64 } else { 0.4 });
-            let points: Vec<(f64, f64)> =
-                g.mean[r].iter().enumerate().filter_map(|(c, v)| v.map(|v| (c as f64, v))).collect();
-            chart
-                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
-                .map_err(err)?
-                .label(format!("{} = {row}", g.row_param))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(3)));
-            chart.draw_series(points.into_iter().map(|p| Circle::new(p, 3, color.filled()))).map_err(err)?;
+        macro_rules! plot {
+            ($chart:expr) => {{
+                let mut chart = $chart;
+                chart
+                    .configure_mesh()
+                    .x_labels(nc.max(2))
+                    .x_label_formatter(&|x| {
+                        let i = x.round();
+                        if (x - i).abs() < 1e-6 && i >= 0.0 {
+                            cols.get(i as usize).map_or(String::new(), |v| v.to_string())
+                        } else {
+                            String::new()
+                        }
+                    })
+                    .x_desc(format!("{} (categorical)", g.col_param))
+                    .y_desc(if log_y { format!("{} (log scale)", g.metric) } else { g.metric.clone() })
+                    .label_style((FONT, 13))
+                    .axis_desc_style((FONT, 14))
+                    .draw()
+                    .map_err(err)?;
+                for (r, row) in g.rows.iter().enumerate() {
+                    let color = viridis(if n > 1 { 0.85 * r as f64 / (n - 1) as f64 } else { 0.4 });
+                    let points: Vec<(f64, f64)> =
+                        g.mean[r].iter().enumerate().filter_map(|(c, v)| v.map(|v| (c as f64, v))).collect();
+                    chart
+                        .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+                        .map_err(err)?
+                        .label(format!("{} = {row}", g.row_param))
+                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(3)));
+                    chart.draw_series(points.into_iter().map(|p| Circle::new(p, 3, color.filled()))).map_err(err)?;
+                }
+                chart
+                    .configure_series_labels()
+                    .position(SeriesLabelPosition::UpperRight)
+                    .label_font((FONT, 12))
+                    .background_style(WHITE.mix(0.8))
+                    .border_style(BLACK)
+                    .draw()
+                    .map_err(err)?;
+            }};
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font((FONT, 12))
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(err)?;
+        let mut builder = ChartBuilder::on(&root);
+        builder.margin(10).x_label_area_size(45).y_label_area_size(70);
+        if log_y {
+            plot!(builder.build_cartesian_2d(x_range, ((lo / 1.15)..(hi * 1.15)).log_scale()).map_err(err)?);
+        } else {
+            let pad = ((hi - lo) * 0.08).max(1e-9);
+            plot!(builder.build_cartesian_2d(x_range, (lo - pad)..(hi + pad)).map_err(err)?);
+        }
         Ok(())
     }
 }

@@ -19,14 +19,20 @@
 pub mod bandwidth;
 mod figure;
 mod grid;
+mod per_run;
 mod stats;
 mod summary;
+pub mod table;
 pub mod value;
 
-pub use figure::{trajectory_figures, FigureOptions};
+pub use figure::{trajectory_figures, FigureOptions, Theory};
 pub use grid::{grid, Grid};
+pub use per_run::{per_run_figure, RunTheory};
 pub use stats::{bootstrap_mean_ci, r_squared, Band};
-pub use summary::{summary_json, summary_rows, summary_text, SummaryRow};
+pub use summary::{
+    summary_csv, summary_json, summary_markdown, summary_rows, summary_rows_with, summary_tables, summary_text,
+    SummaryCell, SummaryRow,
+};
 
 use std::path::PathBuf;
 

@@ -1,7 +1,7 @@
 //! Figures and summaries from a small synthetic results table.
 
 use thrive_core::{Params, ResultsTable, RunRecord, Workflow};
-use thrive_report::{summary_rows, summary_text, trajectory_figures, FigureOptions};
+use thrive_report::{summary_rows, summary_text, trajectory_figures, FigureOptions, Theory};
 
 /// Two values of d (two facets), two of n (hue), three workflows, 5 seeds, 20 generations.
 /// Metric `growth` = seed-dependent multiple of the generation, `signed` takes negative values.
@@ -44,9 +44,26 @@ fn one_png_and_svg_per_metric_and_facet() {
         } else {
             let text = String::from_utf8(bytes).unwrap();
             assert!(text.contains("<svg") && text.contains("Accumulate-Subsample") && text.contains("n = 100"));
+            // The band is named in the legend, with the seeds behind it.
+            assert!(text.contains("95% bootstrap band, 5 seeds"), "{}", f.display());
         }
     }
-    assert!(dir.path().join("toy_growth_d3_sigma21.png").exists(), "{files:?}");
+    // Named by the metric and the facet that splits the figures (d), not the constant sigma2.
+    let mut names: Vec<String> = files.iter().map(|f| f.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "growth_d-1.png",
+            "growth_d-1.svg",
+            "growth_d-3.png",
+            "growth_d-3.svg",
+            "signed_d-1.png",
+            "signed_d-1.svg",
+            "signed_d-3.png",
+            "signed_d-3.svg"
+        ]
+    );
     if let Ok(keep) = std::env::var("THRIVE_KEEP_FIGURES") {
         for f in &files {
             std::fs::copy(f, std::path::Path::new(&keep).join(f.file_name().unwrap())).unwrap();
@@ -54,6 +71,32 @@ fn one_png_and_svg_per_metric_and_facet() {
     }
     // No temporary files are left behind.
     assert!(std::fs::read_dir(dir.path()).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with('.')));
+}
+
+#[test]
+fn theory_lines_are_drawn_dashed_where_they_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = FigureOptions::new(dir.path());
+    opts.resamples = 50;
+    opts.metrics = vec!["growth".into()];
+    let svg = |opts: &FigureOptions| {
+        trajectory_figures(&table(), opts).unwrap();
+        std::fs::read_to_string(dir.path().join("growth_d-3.svg")).unwrap()
+    };
+    let without = svg(&opts);
+    // The toy's expected growth, g·d·1.2/n, only for Replace and d = 3.
+    opts.theory = Some(Theory(std::sync::Arc::new(|p: &Params, w, metric: &str, g| {
+        let (d, n) = (p.get("d")?.as_f64()?, p.get("n")?.as_f64()?);
+        (w == Workflow::Replace && metric == "growth" && d == 3.0).then(|| g as f64 * d * 1.2 / n)
+    })));
+    let with = svg(&opts);
+    assert!(with.contains("theory (dashed)") && !without.contains("theory"), "legend");
+    // Each n's dashed line is many short segments: far more path elements than without.
+    let paths = |s: &str| s.matches("<polyline").count() + s.matches("<path").count();
+    assert!(paths(&with) > paths(&without) + 20, "{} vs {}", paths(&with), paths(&without));
+    // d = 1 has no theory: its figure has no theory legend.
+    let d1 = std::fs::read_to_string(dir.path().join("growth_d-1.svg")).unwrap();
+    assert!(!d1.contains("theory"));
 }
 
 #[test]
@@ -83,10 +126,10 @@ fn summary_means_match_hand_computation() {
         })
         .unwrap();
     // growth at g = 10, d = 3, n = 10: 3 * mean(1.0..1.4) = 3.6.
-    let (g, mean, _) = r.at[1];
+    let (g, mean) = (r.at[1].generation, r.at[1].mean);
     assert_eq!(g, 10);
     assert!((mean - 3.6).abs() < 1e-12, "{mean}");
-    assert_eq!(r.at[2].0, 20);
+    assert_eq!(r.at[2].generation, 20);
     let text = summary_text(&rows);
     assert!(text.contains("t=20") && text.contains("accumulate-subsample"), "{text}");
 }
@@ -118,10 +161,10 @@ fn bandwidth_figures_cover_fixed_rules_and_schedules() {
     let dir = tempfile::tempdir().unwrap();
     let files = thrive_report::bandwidth::bandwidth_figures(&kde_table(), dir.path(), &[1, 0]).unwrap();
     let names: Vec<String> = files.iter().map(|f| f.file_name().unwrap().to_string_lossy().into_owned()).collect();
-    assert!(names.contains(&"kde_nll-vs-bandwidth_datasetmoons_n100.png".to_string()), "{names:?}");
+    assert!(names.contains(&"nll-vs-bandwidth.png".to_string()), "{names:?}");
     // The schedule is present, so NLL against generation coloured by bandwidth is drawn too.
-    assert!(names.iter().any(|n| n.starts_with("kde_nll-by-bandwidth") && n.ends_with(".svg")), "{names:?}");
-    let svg = std::fs::read_to_string(dir.path().join("kde_nll-vs-bandwidth_datasetmoons_n100.svg")).unwrap();
+    assert!(names.iter().any(|n| n.starts_with("nll-by-bandwidth") && n.ends_with(".svg")), "{names:?}");
+    let svg = std::fs::read_to_string(dir.path().join("nll-vs-bandwidth.svg")).unwrap();
     assert!(svg.contains("generation 12") && svg.contains("bandwidth h"), "missing legend or axis");
 
     // Without at least two fixed bandwidths there is nothing to draw against bandwidth.

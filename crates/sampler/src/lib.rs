@@ -1,4 +1,4 @@
-//! Synthetic data from a fine-tuned model (protocol §4.3).
+//! Synthetic data from a fine-tuned model (docs/protocol.md §4.3).
 //!
 //! [`generate`] decodes many sequences at once with a KV cache, left-padding prompts so that a
 //! row's tokens do not depend on the rest of its batch. Every sample draws from its own random

@@ -66,10 +66,17 @@ impl GemmaConfig {
     /// Reads and checks `config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::Io { path: path.into(), source: e })?;
-        let mut cfg: GemmaConfig = serde_json::from_str(&text)
+        let raw: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| Error::bad_model(path, format!("not a Gemma 2 or Gemma 3 config: {e}")))?;
-        cfg.raw = serde_json::from_str(&text).unwrap_or_default();
-        cfg.check().map_err(|m| Error::bad_model(path, m))?;
+        Self::from_value(raw, path)
+    }
+
+    /// Checks a parsed `config.json` (`source` names where it came from in errors).
+    pub fn from_value(raw: serde_json::Value, source: &Path) -> Result<Self> {
+        let mut cfg: GemmaConfig = serde_json::from_value(raw.clone())
+            .map_err(|e| Error::bad_model(source, format!("not a Gemma 2 or Gemma 3 config: {e}")))?;
+        cfg.raw = raw;
+        cfg.check().map_err(|m| Error::bad_model(source, m))?;
         Ok(cfg)
     }
 

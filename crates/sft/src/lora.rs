@@ -1,9 +1,11 @@
 //! LoRA: a frozen linear layer plus a trainable low-rank update B·A, as PEFT defines it.
 
 use crate::ops::{frozen_linear, lora_linear};
-use crate::Result;
+use crate::{Error, Result};
+use candle_core::quantized::QTensor;
 use candle_core::{DType, Device, Tensor, Var};
 use rand::Rng as _;
+use std::sync::Arc;
 
 /// Every linear layer of Gemma's attention and MLP (PEFT's module names).
 pub const LORA_TARGETS: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
@@ -54,11 +56,64 @@ pub struct LoraWeights {
     pub dropout: f64,
 }
 
+/// A frozen weight matrix (out, in): dense, or a GGUF file's quantized blocks, which only
+/// inference reads (they have no gradient and cannot be trained or merged).
+#[derive(Debug, Clone)]
+pub enum Weight {
+    Dense(Tensor),
+    /// Multiplied by candle's quantized matmul, which quantizes the input too (to q8_0 or q8_K,
+    /// the block type's partner) and reads 4.5 to 8.5 bits a weight.
+    Quantized(Arc<QTensor>),
+}
+
+impl Weight {
+    /// The dense tensor; an error for quantized weights, which only decoding can use.
+    pub fn dense(&self) -> Result<&Tensor> {
+        match self {
+            Weight::Dense(t) => Ok(t),
+            Weight::Quantized(q) => Err(Error::Invalid(format!(
+                "a quantized ({:?}) weight can only be used for decoding (training, merging and export need the \
+                 dense weights: load the model with --dtype f32 or bf16)",
+                q.dtype()
+            ))),
+        }
+    }
+
+    /// (out, in).
+    pub fn dims2(&self) -> Result<(usize, usize)> {
+        Ok(match self {
+            Weight::Dense(t) => t.dims2()?,
+            Weight::Quantized(q) => q.shape().dims2()?,
+        })
+    }
+
+    /// `x Wᵀ` for inference. A quantized weight takes a contiguous f32 input.
+    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Weight::Dense(w) => frozen_linear(x, w),
+            Weight::Quantized(q) => Ok(x.contiguous()?.apply_op1_no_bwd(q.as_ref())?),
+        }
+    }
+
+    /// Rows `ids` of the matrix (an embedding lookup), as f32 (quantized) or in its dtype.
+    pub fn rows(&self, ids: &Tensor) -> Result<Tensor> {
+        match self {
+            Weight::Dense(w) => Ok(w.embedding(ids)?),
+            Weight::Quantized(q) => Ok(q.embedding(ids)?),
+        }
+    }
+
+    pub fn is_quantized(&self) -> bool {
+        matches!(self, Weight::Quantized(_))
+    }
+}
+
 /// A linear layer y = x Wᵀ (+ scale · dropout(x) Aᵀ Bᵀ).
 #[derive(Debug, Clone)]
 pub struct LoraLinear {
-    /// The base weight (out, in): a constant when frozen, a `Var` for full fine-tuning.
-    pub weight: Tensor,
+    /// The base weight (out, in): a constant when frozen (dense or quantized), a `Var`'s tensor
+    /// for full fine-tuning.
+    pub weight: Weight,
     pub full: Option<Var>,
     pub lora: Option<LoraWeights>,
 }
@@ -66,13 +121,18 @@ pub struct LoraLinear {
 impl LoraLinear {
     /// A frozen layer.
     pub fn frozen(weight: Tensor) -> Self {
-        LoraLinear { weight, full: None, lora: None }
+        LoraLinear { weight: Weight::Dense(weight), full: None, lora: None }
+    }
+
+    /// A frozen layer of quantized weights (decoding only).
+    pub fn quantized(weight: Arc<QTensor>) -> Self {
+        LoraLinear { weight: Weight::Quantized(weight), full: None, lora: None }
     }
 
     /// A layer whose base weight is trained (full fine-tuning).
     pub fn trainable(weight: &Tensor) -> Result<Self> {
         let var = Var::from_tensor(&weight.to_dtype(DType::F32)?)?;
-        Ok(LoraLinear { weight: var.as_tensor().clone(), full: Some(var), lora: None })
+        Ok(LoraLinear { weight: Weight::Dense(var.as_tensor().clone()), full: Some(var), lora: None })
     }
 
     /// Adds a LoRA adapter with fresh A (from `rng`) and zero B, kept in f32.
@@ -92,13 +152,13 @@ impl LoraLinear {
     /// work.
     pub fn forward(&self, x: &Tensor, dropout_rng: Option<&mut thrive_core::Rng>) -> Result<Tensor> {
         let dropping = dropout_rng.is_some() && self.lora.as_ref().is_some_and(|l| l.dropout > 0.0);
-        if let (Some(l), None, false) = (&self.lora, &self.full, dropping) {
+        if let (Some(l), None, false, Weight::Dense(w)) = (&self.lora, &self.full, dropping, &self.weight) {
             // Without dropout the adapted layer is one op that keeps only its input and output.
-            return lora_linear(x, &self.weight, &l.a, &l.b, l.scale);
+            return lora_linear(x, w, &l.a, &l.b, l.scale);
         }
         let y = match &self.full {
             Some(v) => x.broadcast_matmul(&v.as_tensor().to_dtype(x.dtype())?.t()?)?,
-            None => frozen_linear(x, &self.weight)?,
+            None => self.weight.apply(x)?,
         };
         let Some(l) = &self.lora else { return Ok(y) };
         let xl = match dropout_rng {
@@ -114,7 +174,7 @@ impl LoraLinear {
     pub fn merged_weight(&self) -> Result<Tensor> {
         let w = match &self.full {
             Some(v) => v.as_tensor().clone(),
-            None => self.weight.clone(),
+            None => self.weight.dense()?.clone(),
         };
         match &self.lora {
             None => Ok(w),

@@ -4,9 +4,10 @@
 //! base per layer type (Gemma 3), (1 + w) RMSNorm, GeGLU. The two share everything else.
 
 use crate::config::GemmaConfig;
-use crate::lora::{LoraConfig, LoraLinear};
+use crate::lora::{LoraConfig, LoraLinear, Weight};
 use crate::ops::{frozen_linear, recompute, GradSink, Recompute};
 use crate::{Error, Result};
+use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor, Var, D};
 use std::collections::HashMap;
 use std::path::Path;
@@ -102,7 +103,8 @@ struct Layer {
 #[derive(Debug, Clone)]
 pub struct Gemma {
     pub cfg: GemmaConfig,
-    embed: Tensor,
+    /// The tied embedding and output matrix (dense, or quantized for decoding).
+    embed: Weight,
     /// The embedding (f32) when it is trained (full fine-tuning); `embed` is then its tensor.
     embed_var: Option<Var>,
     layers: Vec<Layer>,
@@ -146,23 +148,49 @@ impl Gemma {
     /// Loads `config.json` and the weights from `dir`, frozen, in `dtype` (f32 on CPU, bf16 on CUDA).
     pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
         let cfg = GemmaConfig::from_file(&dir.join("config.json"))?;
-        let (mut w, files) = load_weights(dir, dtype, device)?;
+        let (w, files) = load_weights(dir, dtype, device)?;
+        let w = w.into_iter().map(|(k, t)| (k, Weight::Dense(t))).collect();
+        Self::from_weights(cfg, w, &files, dtype, device)
+    }
+
+    /// A Gemma 3 GGUF file for decoding only: its matrices (the tied embedding included) stay in
+    /// the file's quantized blocks and go through candle's quantized matmul, which reads 4.5 to
+    /// 8.5 bits a weight instead of 32; norms and activations are f32. It cannot be trained,
+    /// merged with an adapter or exported (an adapter stays a separate f32 update).
+    pub fn load_gguf(path: &Path, device: &Device) -> Result<Self> {
+        let (cfg, w) = crate::gguf::read_quantized(path, device)?;
+        Self::from_weights(cfg, w, &path.display().to_string(), DType::F32, device)
+    }
+
+    /// The model of `cfg` from its tensors under transformers' names (`files` names them in errors).
+    fn from_weights(
+        cfg: GemmaConfig,
+        mut w: HashMap<String, Weight>,
+        files: &str,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
         let h = cfg.hidden_size;
         let (nh, nkv, hd, ff) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, cfg.intermediate_size);
-        let mut take = |name: &str, shape: &[usize]| -> Result<Tensor> {
+        let mut take = |name: &str, shape: &[usize]| -> Result<Weight> {
             let t = w
                 .remove(name)
                 .or_else(|| w.remove(&name.replacen("model.", "", 1)))
-                .ok_or_else(|| Error::bad_model(&files, format!("missing tensor `{name}`")))?;
-            if t.dims() != shape {
+                .ok_or_else(|| Error::bad_model(files, format!("missing tensor `{name}`")))?;
+            let dims = match &t {
+                Weight::Dense(t) => t.dims().to_vec(),
+                Weight::Quantized(q) => q.shape().dims().to_vec(),
+            };
+            if dims != shape {
                 return Err(Error::bad_model(
-                    &files,
-                    format!("tensor `{name}` has shape {:?}, the config needs {shape:?}", t.dims()),
+                    files,
+                    format!("tensor `{name}` has shape {dims:?}, the config needs {shape:?}"),
                 ));
             }
             Ok(t)
         };
-        let norm = |t: Tensor| -> Result<RmsNorm> {
+        let norm = |t: Weight| -> Result<RmsNorm> {
+            let t = t.dense()?.clone();
             Ok(RmsNorm { scale: (t.to_dtype(DType::F32)? + 1.0)?, weight: t, var: None, eps: cfg.rms_norm_eps })
         };
         let embed = take("model.embed_tokens.weight", &[cfg.vocab_size, h])?;
@@ -170,7 +198,7 @@ impl Gemma {
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
             let p = format!("model.layers.{i}");
-            let lin = |t: Tensor| LoraLinear::frozen(t);
+            let lin = |weight: Weight| LoraLinear { weight, full: None, lora: None };
             layers.push(Layer {
                 q: lin(take(&format!("{p}.self_attn.q_proj.weight"), &[nh * hd, h])?),
                 k: lin(take(&format!("{p}.self_attn.k_proj.weight"), &[nkv * hd, h])?),
@@ -210,6 +238,35 @@ impl Gemma {
 
     pub fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    /// Whether the matrices are quantized (decoding only).
+    pub fn is_quantized(&self) -> bool {
+        self.embed.is_quantized()
+    }
+
+    /// Quantizes the frozen matrices whose input width is a whole number of `kind`'s blocks
+    /// (32 weights for q8_0 and q4_0, 256 for the k-quants), the tied embedding included, for
+    /// decoding; the others stay dense, and LoRA adapters stay separate f32 updates. What a GGUF
+    /// file's quantizer did to [`Gemma::load_gguf`]'s weights, for a dense model.
+    pub fn quantize(&mut self, kind: GgmlDType) -> Result<()> {
+        if self.embed_var.is_some() {
+            return Err(Error::Invalid("quantize: the weights are being trained (full fine-tuning)".into()));
+        }
+        let fits = |w: &Weight| -> Result<bool> { Ok(w.dims2()?.1 % kind.block_size() == 0) };
+        let quantize = |w: &Weight| -> Result<Weight> {
+            Ok(Weight::Quantized(Arc::new(QTensor::quantize(&w.dense()?.to_dtype(DType::F32)?, kind)?)))
+        };
+        for (_, lin) in self.linears_mut() {
+            if lin.full.is_none() && !lin.weight.is_quantized() && fits(&lin.weight)? {
+                lin.weight = quantize(&lin.weight)?;
+            }
+        }
+        if !self.embed.is_quantized() && fits(&self.embed)? {
+            self.embed = quantize(&self.embed)?;
+            self.dtype = DType::F32;
+        }
+        Ok(())
     }
 
     /// Every adaptable linear layer with its PEFT module path
@@ -329,10 +386,10 @@ impl Gemma {
             return Ok(()); // already (Gemma::load_full)
         }
         for (_, lin) in self.linears_mut() {
-            *lin = LoraLinear::trainable(&lin.weight)?;
+            *lin = LoraLinear::trainable(lin.weight.dense()?)?;
         }
-        let var = Var::from_tensor(&self.embed.to_dtype(DType::F32)?)?;
-        self.embed = var.as_tensor().clone();
+        let var = Var::from_tensor(&self.embed.dense()?.to_dtype(DType::F32)?)?;
+        self.embed = Weight::Dense(var.as_tensor().clone());
         self.embed_var = Some(var);
         for l in &mut self.layers {
             for n in [&mut l.input_norm, &mut l.post_attn_norm, &mut l.pre_ff_norm, &mut l.post_ff_norm] {
@@ -396,11 +453,9 @@ impl Gemma {
     ) -> Result<Tensor> {
         let (b, seq) = input_ids.dims2()?;
         let cfg = &self.cfg;
-        let mut x = (self.embed.embedding(&input_ids.flatten_all()?)?.to_dtype(self.dtype)?.reshape((
-            b,
-            seq,
-            cfg.hidden_size,
-        ))? * (cfg.hidden_size as f64).sqrt())?;
+        let mut x =
+            (self.embed.rows(&input_ids.flatten_all()?)?.to_dtype(self.dtype)?.reshape((b, seq, cfg.hidden_size))?
+                * (cfg.hidden_size as f64).sqrt())?;
         // One table per RoPE base (Gemma 3 has two).
         let mut tables: Vec<(u64, (Tensor, Tensor))> = Vec::new();
         for layer in &self.layers {
@@ -465,7 +520,10 @@ impl Gemma {
     pub(crate) fn uncapped_logits(&self, hidden: &Tensor, embed: Option<&Tensor>) -> Result<Tensor> {
         let logits = match embed {
             Some(e) => hidden.broadcast_matmul(&e.to_dtype(hidden.dtype())?.t()?)?,
-            None => frozen_linear(hidden, &self.embed.to_dtype(hidden.dtype())?)?,
+            None => match &self.embed {
+                Weight::Dense(e) => frozen_linear(hidden, &e.to_dtype(hidden.dtype())?)?,
+                quantized => quantized.apply(hidden)?,
+            },
         };
         Ok(logits.to_dtype(DType::F32)?)
     }
@@ -583,7 +641,7 @@ impl Gemma {
     /// `lm_head`).
     pub fn merged_tensors(&self) -> Result<HashMap<String, Tensor>> {
         let mut out = HashMap::new();
-        out.insert("model.embed_tokens.weight".to_string(), self.embed.clone());
+        out.insert("model.embed_tokens.weight".to_string(), self.embed.dense()?.clone());
         for (name, lin) in self.linears() {
             out.insert(format!("{}.weight", name.trim_start_matches("base_model.model.")), lin.merged_weight()?);
         }
@@ -604,6 +662,44 @@ impl Gemma {
         }
         out
     }
+}
+
+/// `x Wᵀ` of `N` layers on one input, for decoding. Quantized layers of one block type (no
+/// adapter) go through one fused call where candle has one (x86 with AVX-512 VNNI, ARM): x is
+/// quantized once and the products share one parallel region (tests/quantized.rs covers both).
+fn project<const N: usize>(x: &Tensor, lins: [&LoraLinear; N]) -> Result<[Tensor; N]> {
+    let mut out: [Option<Tensor>; N] = std::array::from_fn(|_| None);
+    let quantized = |l: &LoraLinear| match (&l.weight, &l.lora, &l.full) {
+        (Weight::Quantized(q), None, None) => Some(q.clone()),
+        _ => None,
+    };
+    if x.dtype() == DType::F32 && x.device().is_cpu() {
+        let x = x.contiguous()?;
+        for i in 0..N {
+            let Some(first) = (out[i].is_none()).then(|| quantized(lins[i])).flatten() else { continue };
+            let group: Vec<usize> = (i..N)
+                .filter(|&j| out[j].is_none() && quantized(lins[j]).is_some_and(|q| q.dtype() == first.dtype()))
+                .collect();
+            if group.len() < 2 {
+                continue;
+            }
+            let qs: Vec<Arc<QTensor>> = group.iter().filter_map(|&j| quantized(lins[j])).collect();
+            let refs: Vec<&QTensor> = qs.iter().map(|q| q.as_ref()).collect();
+            if let Some(ys) = QTensor::gemv_fused_shared_lhs(&refs, &x)? {
+                for (j, y) in group.into_iter().zip(ys) {
+                    out[j] = Some(y);
+                }
+            }
+        }
+    }
+    let mut result = Vec::with_capacity(N);
+    for (y, l) in out.into_iter().zip(lins) {
+        result.push(match y {
+            Some(y) => y,
+            None => l.forward(x, None)?,
+        });
+    }
+    Ok(result.try_into().unwrap_or_else(|_| unreachable!("N outputs")))
 }
 
 /// Keys and values of every layer for incremental decoding (inference only).
@@ -635,7 +731,9 @@ impl Gemma {
     pub fn merge_lora(&mut self) -> Result<()> {
         let dtype = self.dtype;
         for (_, lin) in self.linears_mut() {
-            if lin.lora.is_some() || lin.full.is_some() {
+            // Quantized weights keep their adapter as a separate f32 update: requantizing W + BA
+            // would round the update away.
+            if (lin.lora.is_some() || lin.full.is_some()) && !lin.weight.is_quantized() {
                 *lin = LoraLinear::frozen(lin.merged_weight()?.to_dtype(dtype)?);
             }
         }
@@ -716,17 +814,16 @@ impl Gemma {
             _ => None,
         };
         let scaling = cfg.query_pre_attn_scalar.powf(-0.5);
-        let mut x = (self.embed.embedding(&input_ids.flatten_all()?)?.to_dtype(self.dtype)?.reshape((
-            b,
-            s,
-            cfg.hidden_size,
-        ))? * (cfg.hidden_size as f64).sqrt())?;
+        let mut x =
+            (self.embed.rows(&input_ids.flatten_all()?)?.to_dtype(self.dtype)?.reshape((b, s, cfg.hidden_size))?
+                * (cfg.hidden_size as f64).sqrt())?;
         for (layer, kv) in self.layers.iter().zip(cache.layers.iter_mut()) {
             let residual = x.clone();
             let h = layer.input_norm.forward(&x)?;
-            let q = layer.q.forward(&h, None)?.reshape((b, s, nh, hd))?.transpose(1, 2)?;
-            let k = layer.k.forward(&h, None)?.reshape((b, s, nkv, hd))?.transpose(1, 2)?;
-            let v = layer.v.forward(&h, None)?.reshape((b, s, nkv, hd))?.transpose(1, 2)?;
+            let [q, k, v] = project(&h, [&layer.q, &layer.k, &layer.v])?;
+            let q = q.reshape((b, s, nh, hd))?.transpose(1, 2)?;
+            let k = k.reshape((b, s, nkv, hd))?.transpose(1, 2)?;
+            let v = v.reshape((b, s, nkv, hd))?.transpose(1, 2)?;
             let (q, k) = match (&layer.q_norm, &layer.k_norm) {
                 (Some(qn), Some(kn)) => (qn.forward(&q)?, kn.forward(&k)?),
                 _ => (q, k),
@@ -756,9 +853,8 @@ impl Gemma {
 
             let residual = x.clone();
             let h = layer.pre_ff_norm.forward(&x)?;
-            let gate = layer.gate.forward(&h, None)?;
+            let [gate, up] = project(&h, [&layer.gate, &layer.up])?;
             let gate = if self.erf_gelu { gate.gelu_erf()? } else { gate.gelu()? };
-            let up = layer.up.forward(&h, None)?;
             x = (residual + layer.post_ff_norm.forward(&layer.down.forward(&(gate * up)?, None)?)?)?;
         }
         let last = x.narrow(1, s - 1, 1)?.squeeze(1)?;

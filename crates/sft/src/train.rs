@@ -12,6 +12,7 @@ use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use thrive_core::tensorboard::EventWriter;
 use thrive_core::{Seeds, Stream};
 
 /// The learning-rate schedule after warm-up.
@@ -38,7 +39,7 @@ pub struct TrainConfig {
     pub weight_decay: f64,
     /// Fraction of the steps spent warming up linearly from 0.
     pub warmup_ratio: f64,
-    /// A fixed number of warm-up steps instead of the ratio (protocol §5 uses 16).
+    /// A fixed number of warm-up steps instead of the ratio (docs/protocol.md §5 uses 16).
     #[serde(default)]
     pub warmup_steps: Option<usize>,
     pub schedule: Schedule,
@@ -67,7 +68,7 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
-    /// The paper's full fine-tuning recipe (protocol §4.2): lr 8e-6, 128 sequences a step,
+    /// The paper's full fine-tuning recipe (docs/protocol.md §4.2): lr 8e-6, 128 sequences a step,
     /// 5% warm-up then constant, one epoch, clipping at 1.0, whole-sequence loss.
     pub fn paper_full() -> Self {
         TrainConfig {
@@ -360,6 +361,18 @@ pub fn train(
         });
     }
 
+    // TensorBoard: the same scalars as metrics.parquet, plus timings that stay out of it (so that
+    // resumed runs stay bit-exact). Resumed, it continues from the checkpoint's step.
+    let mut events = if resume {
+        EventWriter::resume(out, step as i64)
+    } else {
+        EventWriter::create(out).and_then(|mut w| {
+            w.scalars(0, &[("eval/loss", metrics[0].eval_loss.unwrap_or(f64::NAN))])?;
+            w.flush().map(|_| w)
+        })
+    }
+    .map_err(|e| Error::Invalid(e.to_string()))?;
+
     let last = stop_after.map_or(total_steps, |s| s.min(total_steps));
     let bar = indicatif::ProgressBar::new(total_steps as u64).with_position(step as u64);
     let bar = match &progress {
@@ -418,6 +431,23 @@ pub fn train(
             lr: Some(lr),
             grad_norm: Some(norm),
         });
+        let mut scalars = vec![
+            ("train/loss", loss_sum),
+            ("train/learning_rate", lr),
+            ("train/grad_norm", norm),
+            ("train/tokens", tokens as f64),
+            ("train/tokens_per_second", step_targets as f64 / seconds.max(1e-9)),
+        ];
+        if let Some(peak) = peak_memory_bytes() {
+            scalars.push(("train/peak_memory_bytes", peak));
+        }
+        if let Some(e) = eval_loss {
+            scalars.push(("eval/loss", e));
+        }
+        events
+            .scalars(step as i64, &scalars)
+            .and_then(|_| events.flush())
+            .map_err(|e| Error::Invalid(e.to_string()))?;
         let rate = (tokens - tokens_at_start) as f64 / started.elapsed().as_secs_f64().max(1e-9);
         bar.set_message(format!("loss {loss_sum:.4} {rate:.0} tok/s"));
         bar.inc(1);
@@ -453,6 +483,15 @@ pub fn train(
         crate::export::export(model, enc, cfg, out, export_merged)?;
     }
     Ok(TrainOutcome { metrics, total_steps, dropped_train, dropped_valid })
+}
+
+/// The process's peak resident memory (Linux: VmHWM), what a CPU run's model and activations
+/// took at most; `None` where it cannot be read.
+fn peak_memory_bytes() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024.0)
 }
 
 /// An allocation failure on the device becomes an error that says where it happened and what

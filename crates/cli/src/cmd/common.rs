@@ -5,6 +5,106 @@ use std::path::{Path, PathBuf};
 use thrive_core::manifest::Stopwatch;
 use thrive_core::{Manifest, ResultsTable};
 
+/// How `report` and `status` print their tables.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned text.
+    Plain,
+    /// GitHub-flavoured Markdown tables.
+    Markdown,
+    /// CSV (full-precision numbers).
+    Csv,
+    /// JSON (full-precision numbers).
+    Json,
+}
+
+impl Format {
+    /// `--format`, where `--json` (kept from before `--format`) stands for `--format json`.
+    pub fn resolve(format: Format, json: bool) -> Format {
+        if json {
+            Format::Json
+        } else {
+            format
+        }
+    }
+}
+
+/// The loop knobs beyond the paper (thrive_core::knobs), shared by every toy setting. Each takes
+/// a comma-separated list, which makes it a grid axis; a knob that is set becomes a results column.
+#[derive(clap::Args, Debug, Clone)]
+pub struct KnobArgs {
+    /// Fraction p of real examples in every training set after the first, drawn afresh from the
+    /// real data each generation; the rest synthetic, n in all (Replace with 0.1: Shumailov et al.
+    /// 2024). No effect under Accumulate. [default: 0]
+    #[arg(long, allow_hyphen_values = true)]
+    keep_real: Option<String>,
+    /// New real examples from the true distribution joining the pool every generation after the
+    /// first, like a synthetic batch (Accumulate keeps them, Replace uses them once: Alemohammad
+    /// et al.'s fresh-data loop). Not for --data files. [default: 0]
+    #[arg(long, allow_hyphen_values = true)]
+    fresh_real: Option<String>,
+    /// Sampling temperature τ: Gaussian covariance × τ², KDE bandwidth × τ, discrete p^(1/τ)
+    /// renormalised, linear-regression label noise × τ. [default: 1]
+    #[arg(long, allow_hyphen_values = true)]
+    temperature: Option<String>,
+    /// Continuous settings: redraw a sample whose Mahalanobis distance under the fitted model
+    /// exceeds k. [default: none]
+    #[arg(long, allow_hyphen_values = true)]
+    truncate: Option<String>,
+    /// Discrete setting: sample from the smallest set of most probable outcomes whose mass
+    /// reaches q, renormalised. [default: 1]
+    #[arg(long, allow_hyphen_values = true)]
+    top_p: Option<String>,
+    /// The verifier's bias b along the first axis (Gaussian: it accepts by Mahalanobis distance
+    /// under N(μ₀ + b·e₁, Σ₀); linear regression: β' = w* + b·e₁). [default: 0]
+    #[arg(long, allow_hyphen_values = true)]
+    verifier_bias: Option<String>,
+    /// Keep a synthetic sample only if the verifier passes it, drawing until n are kept:
+    /// Gaussian distance ≤ c, linear regression |y − xᵀβ'| ≤ c‖x‖ + √(2/π)σ (Yi et al.), KDE
+    /// log-density under generation 1's fit ≥ c. Not for discrete. [default: no selection]
+    #[arg(long, allow_hyphen_values = true)]
+    select_threshold: Option<String>,
+    /// Draws allowed per generation for selection and truncation, as a multiple of n; a batch
+    /// not filled by then is an error naming the generation and the filter. [default: 100]
+    #[arg(long, allow_hyphen_values = true)]
+    max_draws: Option<String>,
+}
+
+impl KnobArgs {
+    /// The knob grid; every value is checked before anything runs.
+    pub fn grid(&self) -> Result<thrive_core::KnobGrid> {
+        let mut grid = thrive_core::KnobGrid::default();
+        for (name, flag, given) in [
+            ("keep_real", "--keep-real", &self.keep_real),
+            ("fresh_real", "--fresh-real", &self.fresh_real),
+            ("temperature", "--temperature", &self.temperature),
+            ("truncate", "--truncate", &self.truncate),
+            ("top_p", "--top-p", &self.top_p),
+            ("verifier_bias", "--verifier-bias", &self.verifier_bias),
+            ("select_threshold", "--select-threshold", &self.select_threshold),
+            ("max_draws", "--max-draws", &self.max_draws),
+        ] {
+            if let Some(text) = given {
+                grid = grid.with(name, parse_list::<f64>(flag, text)?).map_err(flag_error)?;
+            }
+        }
+        grid.combinations().map_err(flag_error)?;
+        Ok(grid)
+    }
+}
+
+/// Runs `specs` once per knob combination (`thrive_core::KnobGrid::expand`), logging the grid's notes.
+pub fn expand_knobs<'s, S: thrive_core::Setting>(
+    grid: &thrive_core::KnobGrid,
+    specs: Vec<thrive_core::RunSpec<'s, S>>,
+    workflows: &[thrive_core::Workflow],
+) -> Result<Vec<thrive_core::RunSpec<'s, S>>> {
+    for note in grid.notes(workflows) {
+        tracing::warn!("{note}");
+    }
+    grid.expand(specs).map_err(flag_error)
+}
+
 /// Turns a library error about a parameter into one that names the flag (`--dim: must be at least 1`).
 pub fn flag_error(e: thrive_core::Error) -> anyhow::Error {
     match e {
@@ -82,6 +182,23 @@ pub fn write_results(
         mpath.display()
     );
     Ok(mpath)
+}
+
+/// `--tensorboard DIR` before a run: DIR must be writable (checked before hours of work).
+pub fn check_tensorboard(dir: Option<&Path>) -> Result<()> {
+    if let Some(dir) = dir {
+        thrive_core::tensorboard::check_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// `--tensorboard DIR` after a run: the results' per-generation metrics as event files.
+pub fn tensorboard(dir: Option<&Path>, table: &ResultsTable) -> Result<()> {
+    if let Some(dir) = dir {
+        thrive_core::tensorboard::write_table(table, dir)?;
+        tracing::info!("TensorBoard event files in {} (tensorboard --logdir {0})", dir.display());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

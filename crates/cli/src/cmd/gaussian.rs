@@ -1,6 +1,6 @@
 //! `thrive gaussian`: the multivariate-Gaussian setting.
 
-use super::common::{flag_error, parse_list, parse_seeds, write_results};
+use super::common::{expand_knobs, flag_error, parse_list, parse_seeds, write_results, KnobArgs};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 use std::path::PathBuf;
@@ -31,7 +31,8 @@ pub struct Args {
     /// Keep this many real points in every generation's training set besides the synthetic ones.
     #[arg(long, default_value_t = 0)]
     real: usize,
-    /// `paper`: the full sweep of protocol §2.5 (d ∈ {1,3,10,31,100} × n ∈ {10,32,100,316,1000}); overrides --dim and --n.
+    /// `paper`: the full sweep of docs/protocol.md §2.5 (d ∈ {1,3,10,31,100} × n ∈
+    /// {10,32,100,316,1000}); overrides --dim and --n.
     #[arg(long)]
     grid: Option<String>,
     /// Sample every synthetic point, even where sampling a batch's moments is exact (slower).
@@ -44,7 +45,7 @@ pub struct Args {
     /// The value-of-synthetic-data grid instead of generation chains: each cell fits real points
     /// plus points sampled from a Gaussian fitted on --source-real real points (setting
     /// `gaussian-value`, metrics kl, mean_squared_error, covariance_error).
-    #[arg(long, conflicts_with_all = ["n", "generations", "workflow", "real", "grid", "sample_points"])]
+    #[arg(long, conflicts_with_all = ["n", "generations", "workflow", "real", "grid", "sample_points", "keep_real", "fresh_real", "temperature", "truncate", "top_p", "verifier_bias", "select_threshold", "max_draws"])]
     value: bool,
     /// With --value: real points per cell (comma-separated) [default: 16,32,64,128,256,512,1024].
     #[arg(long, requires = "value")]
@@ -62,10 +63,17 @@ pub struct Args {
     /// Draw the figures and print the summary when done (as `thrive report`).
     #[arg(long)]
     report: bool,
+    /// Also write the per-generation metrics as TensorBoard event files under DIR, one
+    /// TensorBoard run per results run (`tensorboard --logdir DIR`).
+    #[arg(long, value_name = "DIR")]
+    tensorboard: Option<PathBuf>,
+    #[command(flatten)]
+    knobs: KnobArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
     let watch = Stopwatch::start();
+    super::common::check_tensorboard(args.tensorboard.as_deref())?;
     if args.value {
         return run_value(args, watch);
     }
@@ -77,6 +85,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     let workflows = Workflow::parse_list(&args.workflow).context("--workflow")?;
     let seeds = parse_seeds(&args.seeds).context("--seeds")?;
+    let knobs = args.knobs.grid()?;
     if args.generations == 0 {
         bail!("--generations must be at least 1");
     }
@@ -98,6 +107,7 @@ pub fn run(args: Args) -> Result<()> {
         .collect::<thrive_core::Result<_>>()
         .map_err(flag_error)?;
     let specs = grid_specs(&settings, &ns, &workflows, &seeds, args.generations, args.real).map_err(flag_error)?;
+    let specs = expand_knobs(&knobs, specs, &workflows)?;
     tracing::info!(
         "gaussian: {} runs (d {:?} × n {:?} × {} workflows × {} seeds), {} generations, {} threads",
         specs.len(),
@@ -108,14 +118,16 @@ pub fn run(args: Args) -> Result<()> {
         args.generations,
         rayon::current_num_threads()
     );
-    let metrics = METRICS.iter().map(|s| s.to_string()).collect();
-    let table = run_grid("gaussian", metrics, &specs, true)?;
+    let metrics = knobs.metric_names(&METRICS);
+    let table = run_grid("gaussian", metrics, &specs, true).map_err(flag_error)?;
     let config = json!({
         "dim": dims, "n": ns, "generations": args.generations, "seeds": seeds.len(),
         "workflows": workflows.iter().map(|w| w.name()).collect::<Vec<_>>(),
         "sigma2": args.sigma2, "real": args.real, "grid": args.grid, "sample_points": args.sample_points, "root": args.root,
+        "knobs": knobs.manifest(),
     });
     write_results(&table, &out, config, &args.seeds, &watch)?;
+    super::common::tensorboard(args.tensorboard.as_deref(), &table)?;
     if args.report {
         super::report::report_table(&table, &out)?;
     }
@@ -167,6 +179,7 @@ fn run_value(args: Args, watch: Stopwatch) -> Result<()> {
         "num_synthetic": grid.num_synthetic, "source_real": grid.source_real, "seeds": grid.seeds.len(), "root": args.root,
     });
     write_results(&table, &out, config, &args.seeds, &watch)?;
+    super::common::tensorboard(args.tensorboard.as_deref(), &table)?;
     if args.report {
         super::report::report_table(&table, &out)?;
     }

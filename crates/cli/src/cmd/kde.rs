@@ -1,6 +1,6 @@
 //! `thrive kde`: the kernel-density setting.
 
-use super::common::{flag_error, parse_list, parse_seeds, write_results};
+use super::common::{expand_knobs, flag_error, parse_list, parse_seeds, write_results, KnobArgs};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 use std::path::PathBuf;
@@ -29,7 +29,7 @@ pub struct Args {
     /// Workflows: replace, accumulate, accumulate-subsample, or all (comma-separated).
     #[arg(long, default_value = "all")]
     workflow: String,
-    /// A preset sweep: `main` (protocol §3.3: 4 datasets × h ∈ {0.1, 0.5, 1} × 5 n), `bandwidth`
+    /// A preset sweep: `main` (docs/protocol.md §3.3: 4 datasets × h ∈ {0.1, 0.5, 1} × 5 n), `bandwidth`
     /// (h from 0.01 to 100, Scott and Silverman, 1,000 generations) or `schedule` (moons,
     /// h_t = 0.5 t^-α for α ∈ {0, 0.1, 0.25, 0.5, 1}, 300 generations). Overrides --dataset, --bandwidth and --n.
     #[arg(long)]
@@ -53,6 +53,12 @@ pub struct Args {
     /// Draw the figures and print the summary when done (as `thrive report`).
     #[arg(long)]
     report: bool,
+    /// Also write the per-generation metrics as TensorBoard event files under DIR, one
+    /// TensorBoard run per results run (`tensorboard --logdir DIR`).
+    #[arg(long, value_name = "DIR")]
+    tensorboard: Option<PathBuf>,
+    #[command(flatten)]
+    knobs: KnobArgs,
 }
 
 const MAIN_BANDWIDTHS: &str = "0.1,0.5,1.0";
@@ -62,6 +68,7 @@ const SCHEDULES: &str = "0.5,0.5*t^-0.1,0.5*t^-0.25,0.5*t^-0.5,0.5*t^-1";
 
 pub fn run(args: Args) -> Result<()> {
     let watch = Stopwatch::start();
+    super::common::check_tensorboard(args.tensorboard.as_deref())?;
     let (datasets, bandwidths, ns, default_generations) = match args.grid.as_deref() {
         None => (args.dataset.as_str(), args.bandwidth.as_str(), args.n.as_str(), 100),
         Some("main") => ("all", MAIN_BANDWIDTHS, PAPER_NS, 100),
@@ -76,6 +83,7 @@ pub fn run(args: Args) -> Result<()> {
     let seeds_text = args.seeds.clone().unwrap_or_else(|| "0..100".into());
     let seeds = parse_seeds(&seeds_text).context("--seeds")?;
     let workflows = Workflow::parse_list(&args.workflow).context("--workflow")?;
+    let knobs = args.knobs.grid()?;
     let bandwidths = Bandwidth::parse_list(bandwidths).map_err(flag_error)?;
     if bandwidths.is_empty() {
         bail!("--bandwidth: no bandwidth given");
@@ -150,6 +158,7 @@ pub fn run(args: Args) -> Result<()> {
             }
         }
     }
+    let specs = expand_knobs(&knobs, specs, &workflows)?;
     tracing::info!(
         "kde: {} runs ({} data sources × {} bandwidths × {} workflows × {} seeds), {generations} generations, {} threads",
         specs.len(),
@@ -159,17 +168,18 @@ pub fn run(args: Args) -> Result<()> {
         seeds.len(),
         rayon::current_num_threads()
     );
-    let metrics = METRICS.iter().map(|s| s.to_string()).collect();
-    let table = run_grid("kde", metrics, &specs, true)?;
+    let metrics = knobs.metric_names(&METRICS);
+    let table = run_grid("kde", metrics, &specs, true).map_err(flag_error)?;
     let config = json!({
         "datasets": sources.iter().map(|s| s.0.clone()).collect::<Vec<_>>(),
         "bandwidths": bandwidths.iter().map(|b| b.to_string()).collect::<Vec<_>>(),
         "generations": generations, "seeds": seeds.len(),
         "workflows": workflows.iter().map(|w| w.name()).collect::<Vec<_>>(),
         "grid": args.grid, "blobs": args.blobs, "data": args.data, "columns": args.columns,
-        "test_fraction": args.test_fraction,
+        "test_fraction": args.test_fraction, "knobs": knobs.manifest(),
     });
     write_results(&table, &args.out, config, &seeds_text, &watch)?;
+    super::common::tensorboard(args.tensorboard.as_deref(), &table)?;
     if args.report {
         super::report::report_table(&table, &args.out)?;
     }

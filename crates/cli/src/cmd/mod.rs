@@ -3,8 +3,10 @@
 pub mod check_device;
 pub mod common;
 mod demo_assets;
+pub mod discrete;
 pub mod gaussian;
 pub mod kde;
+pub mod linreg;
 pub mod pool;
 pub mod report;
 pub mod run;

@@ -2,10 +2,11 @@
 
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
+use thrive_core::fsutil::{recorded_model, relative_to};
 use thrive_core::{Seeds, Stream, Workflow};
 use thrive_pool::{BatchKey, PoolWriter, TokenCounter};
 use thrive_sampler::{file_sha256, synthesize, Mode, Origin, SamplerSettings};
-use thrive_sft::{device_for, resolve_model_dir, Gemma, LoraConfig, TextEncoder};
+use thrive_sft::{device_for, quantized_source, resolve_model_dir, Gemma, LoraConfig, TextEncoder};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -54,8 +55,10 @@ pub struct Args {
     seed: Option<u64>,
     #[arg(long, default_value = "auto", value_parser = ["auto", "cpu", "cuda"])]
     device: String,
-    /// Precision of the weights and activations [default: bf16 on CUDA, f32 on the CPU].
-    #[arg(long, value_parser = ["f32", "bf16"])]
+    /// Precision of the weights and activations [default: bf16 on CUDA, f32 on the CPU]; gguf:
+    /// the GGUF file's own quantized weights with f32 activations (--model a .gguf file; fastest
+    /// on the CPU, within a stated tolerance of f32).
+    #[arg(long, value_parser = ["f32", "bf16", "gguf"])]
     dtype: Option<String>,
 }
 
@@ -75,22 +78,13 @@ pub fn run(a: Args) -> Result<()> {
     if a.generation == 0 {
         bail!("--generation: the first model is generation 1");
     }
-    let (device, dtype) = device_for(&a.device, a.dtype.as_deref()).context("--device")?;
-    let model_dir = resolve_model_dir(&a.model)?;
+    let (model_dir, model) = load_for_decoding(&a.model, a.adapter.as_deref(), &a.device, a.dtype.as_deref())?;
     let tokenizer_path = model_dir.join("tokenizer.json");
     let enc = TextEncoder::from_file(&tokenizer_path)?;
-    let mut model = Gemma::load(&model_dir, dtype, &device)?;
     let (adapter_path, adapter_sha256) = match &a.adapter {
-        Some(dir) => {
-            let lora = read_adapter_config(dir)?;
-            let weights = dir.join("adapter_model.safetensors");
-            model.add_lora(&lora, &mut Seeds::new(0).stream(Stream::Training(0)))?;
-            model.load_lora_weights(&weights)?;
-            (Some(dir.display().to_string()), Some(file_sha256(&weights)?))
-        }
+        Some(dir) => (Some(relative_to(dir, &a.pool)), Some(file_sha256(&dir.join("adapter_model.safetensors"))?)),
         None => (None, None),
     };
-    model.merge_lora()?;
 
     let mode = if a.prompted {
         let pool = thrive_pool::Pool::open(&a.pool)?;
@@ -107,7 +101,8 @@ pub fn run(a: Args) -> Result<()> {
         workflow: a.workflow.name().into(),
         chain: a.chain,
         generation: a.generation,
-        base_model: a.model.clone(),
+        // Relative to the pool (a Hub id as written), as `thrive run` records them.
+        base_model: recorded_model(&a.model, &a.pool),
         adapter_path,
         adapter_sha256,
         call_seed,
@@ -131,6 +126,34 @@ pub fn run(a: Args) -> Result<()> {
         a.pool.join(&entry.path).display()
     );
     Ok(())
+}
+
+/// The model directory of `--model` (its tokenizer) and the model for decoding, in `--dtype`
+/// (`gguf`: the GGUF file's quantized weights), with `--adapter` merged in (kept beside quantized
+/// weights as an f32 update).
+fn load_for_decoding(
+    spec: &str,
+    adapter: Option<&std::path::Path>,
+    device: &str,
+    dtype: Option<&str>,
+) -> Result<(PathBuf, Gemma)> {
+    let quantized = dtype == Some("gguf");
+    let (device, dtype) = device_for(device, if quantized { Some("f32") } else { dtype }).context("--device")?;
+    // Refused before a Hub download or a GGUF conversion.
+    let gguf = if quantized { Some(quantized_source(spec)?) } else { None };
+    let model_dir = resolve_model_dir(spec)?;
+    let mut model = if let Some(gguf) = gguf {
+        Gemma::load_gguf(&gguf, &device).with_context(|| format!("--dtype gguf: loading {}", gguf.display()))?
+    } else {
+        Gemma::load(&model_dir, dtype, &device)?
+    };
+    if let Some(dir) = adapter {
+        let lora = read_adapter_config(dir)?;
+        model.add_lora(&lora, &mut Seeds::new(0).stream(Stream::Training(0)))?;
+        model.load_lora_weights(&dir.join("adapter_model.safetensors"))?;
+    }
+    model.merge_lora()?;
+    Ok((model_dir, model))
 }
 
 /// The LoRA settings of a PEFT adapter directory.
@@ -173,8 +196,10 @@ pub struct GenerateArgs {
     seed: u64,
     #[arg(long, default_value = "auto", value_parser = ["auto", "cpu", "cuda"])]
     device: String,
-    /// Precision of the weights and activations [default: bf16 on CUDA, f32 on the CPU].
-    #[arg(long, value_parser = ["f32", "bf16"])]
+    /// Precision of the weights and activations [default: bf16 on CUDA, f32 on the CPU]; gguf:
+    /// the GGUF file's own quantized weights with f32 activations (--model a .gguf file; fastest
+    /// on the CPU, within a stated tolerance of f32).
+    #[arg(long, value_parser = ["f32", "bf16", "gguf"])]
     dtype: Option<String>,
     /// Keep going past EOS, so that every prompt gets exactly --max-new-tokens (benchmarks).
     #[arg(long)]
@@ -193,16 +218,8 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
         ignore_eos: a.ignore_eos,
     };
     settings.check().map_err(|e| anyhow::anyhow!("sampler settings: {e}"))?;
-    let (device, dtype) = device_for(&a.device, a.dtype.as_deref()).context("--device")?;
-    let model_dir = resolve_model_dir(&a.model)?;
+    let (model_dir, model) = load_for_decoding(&a.model, a.adapter.as_deref(), &a.device, a.dtype.as_deref())?;
     let enc = TextEncoder::from_file(&model_dir.join("tokenizer.json"))?;
-    let mut model = Gemma::load(&model_dir, dtype, &device)?;
-    if let Some(dir) = &a.adapter {
-        let lora = read_adapter_config(dir)?;
-        model.add_lora(&lora, &mut Seeds::new(0).stream(Stream::Training(0)))?;
-        model.load_lora_weights(&dir.join("adapter_model.safetensors"))?;
-    }
-    model.merge_lora()?;
     let prompts: Vec<Vec<u32>> = a
         .prompt
         .iter()

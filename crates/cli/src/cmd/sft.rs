@@ -103,7 +103,7 @@ pub struct Args {
     /// Fraction of steps of linear warm-up.
     #[arg(long, default_value_t = 0.05)]
     warmup_ratio: f64,
-    /// A fixed number of warm-up steps instead of --warmup-ratio (protocol §5: 16).
+    /// A fixed number of warm-up steps instead of --warmup-ratio (docs/protocol.md §5: 16).
     #[arg(long)]
     warmup_steps: Option<usize>,
     /// After warm-up: constant (the paper) or cosine.

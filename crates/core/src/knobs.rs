@@ -1,0 +1,356 @@
+//! Knobs of the toy generation loop beyond the paper, defined once for every toy setting.
+//!
+//! Each knob's default is the paper's loop: the same random draws and the same metrics. A knob
+//! that is set becomes a results column (named as in [`Knobs::params`]) and every knob is a
+//! manifest entry; a list of values is a grid axis ([`KnobGrid`]).
+//!
+//! - `keep_real` p: in every generation after the first, ⌊p·n⌋ of the n training examples are
+//!   real, drawn uniformly without replacement from D_0 afresh each generation (stream
+//!   [`crate::Stream::KeepReal`]), the rest synthetic (Shumailov et al. 2024: Replace, p = 0.1).
+//!   Under Accumulate-Subsample the subsample holds ⌊p·n⌋ real points and the rest comes from
+//!   the synthetic part of the pool; under Accumulate every real point is already in every
+//!   training set, so the knob has no effect.
+//! - `fresh_real` m: every generation after the first also gets m new real examples from the
+//!   true distribution (stream [`crate::Stream::FreshReal`]), which join the pool like a synthetic
+//!   batch: Accumulate keeps them, Replace uses them for that generation only (Alemohammad et
+//!   al.'s fresh-data loop). Settings whose real data are a fixed sample refuse it.
+//! - `temperature` τ and `truncate` k / `top_p` q distort sampling ([`crate::Setting::sample_with`]):
+//!   each setting says what τ scales; a continuous draw farther than k (Mahalanobis distance
+//!   under the fitted model) is redrawn; discrete sampling keeps the smallest set of most
+//!   probable outcomes whose mass reaches q.
+//! - `verifier_bias` b and `select_threshold` c: a verifier between sampling and training keeps
+//!   a synthetic sample only if it passes (each continuous setting defines the test; Feng et al.,
+//!   Yi et al., Qiao et al.); sampling draws until it has n, up to `max_draws`·n draws, which
+//!   also bounds truncation's redraws. c = ∞ (the default) keeps every sample.
+
+use crate::error::{Error, Result};
+use crate::results::ParamValue;
+use crate::workflow::Workflow;
+
+/// The loop knobs of one run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Knobs {
+    /// Fraction of real examples in each training set after the first (0: the paper).
+    pub keep_real: f64,
+    /// New real examples joining the pool each generation after the first (0: the paper).
+    pub fresh_real: f64,
+    /// Sampling temperature (1: the paper).
+    pub temperature: f64,
+    /// Largest Mahalanobis distance of a continuous draw (∞: no truncation).
+    pub truncate: f64,
+    /// Nucleus mass of discrete sampling (1: none).
+    pub top_p: f64,
+    /// The verifier's bias b along the first axis (0: unbiased).
+    pub verifier_bias: f64,
+    /// The verifier's threshold c (∞: no selection).
+    pub select_threshold: f64,
+    /// Draws allowed per generation, as a multiple of n, for selection and truncation (100).
+    pub max_draws: f64,
+}
+
+impl Default for Knobs {
+    fn default() -> Self {
+        Knobs::PAPER
+    }
+}
+
+/// Knob names as results columns and flags (flags write `-` for `_`).
+pub const KNOB_NAMES: [&str; 8] =
+    ["keep_real", "fresh_real", "temperature", "truncate", "top_p", "verifier_bias", "select_threshold", "max_draws"];
+
+impl Knobs {
+    /// Every knob at its default: the paper's loop.
+    pub const PAPER: Knobs = Knobs {
+        keep_real: 0.0,
+        fresh_real: 0.0,
+        temperature: 1.0,
+        truncate: f64::INFINITY,
+        top_p: 1.0,
+        verifier_bias: 0.0,
+        select_threshold: f64::INFINITY,
+        max_draws: 100.0,
+    };
+
+    /// Checks every knob's range; errors name the flag (`keep-real`, ...).
+    pub fn validate(&self) -> Result<()> {
+        if !(0.0..=1.0).contains(&self.keep_real) {
+            return Err(Error::invalid("keep-real", format!("{} is not a fraction in [0, 1]", self.keep_real)));
+        }
+        if !(self.fresh_real >= 0.0 && self.fresh_real.fract() == 0.0 && self.fresh_real < 1e12) {
+            return Err(Error::invalid("fresh-real", format!("{} is not a count of examples", self.fresh_real)));
+        }
+        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
+            return Err(Error::invalid("temperature", format!("{} is not a positive number", self.temperature)));
+        }
+        if self.truncate.is_nan() || self.truncate <= 0.0 {
+            return Err(Error::invalid("truncate", format!("{} is not a positive distance", self.truncate)));
+        }
+        if !self.verifier_bias.is_finite() {
+            return Err(Error::invalid("verifier-bias", format!("{} is not a finite number", self.verifier_bias)));
+        }
+        if self.select_threshold.is_nan() {
+            return Err(Error::invalid("select-threshold", "is not a number"));
+        }
+        if !(self.max_draws >= 1.0 && self.max_draws.is_finite()) {
+            return Err(Error::invalid(
+                "max-draws",
+                format!("{} is not a multiple of n of at least 1", self.max_draws),
+            ));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(Error::invalid("top-p", format!("{} is not a probability mass in (0, 1]", self.top_p)));
+        }
+        Ok(())
+    }
+
+    /// Real examples kept in each training set after the first, of `n`.
+    pub fn kept_real(&self, n: usize) -> usize {
+        (self.keep_real * n as f64).floor() as usize
+    }
+
+    /// Real examples kept under `workflow` (none under Accumulate, which keeps all of D₀).
+    pub fn kept_real_in(&self, workflow: Workflow, n: usize) -> usize {
+        if workflow == Workflow::Accumulate {
+            0
+        } else {
+            self.kept_real(n)
+        }
+    }
+
+    /// New real examples per generation after the first.
+    pub fn fresh(&self) -> usize {
+        self.fresh_real as usize
+    }
+
+    /// Whether the loop adds real data after generation 1 under `workflow` (so no state is absorbing).
+    pub fn real_inflow(&self, workflow: Workflow, n: usize) -> bool {
+        self.kept_real_in(workflow, n) > 0 || self.fresh() > 0
+    }
+
+    /// Whether sampling differs from the fitted model's.
+    pub fn distorts_sampling(&self) -> bool {
+        self.temperature != 1.0 || self.truncate.is_finite() || self.top_p != 1.0 || self.selects()
+    }
+
+    /// Whether a verifier selects synthetic samples.
+    pub fn selects(&self) -> bool {
+        self.select_threshold != f64::INFINITY
+    }
+
+    /// The most draws a generation of `n` samples may make (selection and truncation).
+    pub fn draw_limit(&self, n: usize) -> usize {
+        (self.max_draws * n.max(1) as f64).ceil() as usize
+    }
+
+    /// The error when a filtered batch cannot be filled: names the filter's flag.
+    pub fn unfilled(&self, kept: usize, n: usize, draws: usize) -> Error {
+        let (flag, filter) = if self.selects() {
+            (
+                "select-threshold",
+                format!(
+                    "the verifier (bias {}, threshold {}){}",
+                    self.verifier_bias,
+                    self.select_threshold,
+                    if self.truncate.is_finite() {
+                        format!(" and truncation at {}", self.truncate)
+                    } else {
+                        String::new()
+                    }
+                ),
+            )
+        } else {
+            ("truncate", format!("truncation at Mahalanobis distance {}", self.truncate))
+        };
+        Error::invalid(flag, format!("{filter} kept only {kept} of {n} samples in {draws} draws (raise --max-draws)"))
+    }
+
+    /// The value of the knob called `name` (one of [`KNOB_NAMES`]).
+    pub fn get(&self, name: &str) -> f64 {
+        match name {
+            "keep_real" => self.keep_real,
+            "fresh_real" => self.fresh_real,
+            "temperature" => self.temperature,
+            "truncate" => self.truncate,
+            "top_p" => self.top_p,
+            "verifier_bias" => self.verifier_bias,
+            "select_threshold" => self.select_threshold,
+            "max_draws" => self.max_draws,
+            other => panic!("no knob `{other}`"),
+        }
+    }
+
+    fn set(&mut self, name: &str, value: f64) {
+        match name {
+            "keep_real" => self.keep_real = value,
+            "fresh_real" => self.fresh_real = value,
+            "temperature" => self.temperature = value,
+            "truncate" => self.truncate = value,
+            "top_p" => self.top_p = value,
+            "verifier_bias" => self.verifier_bias = value,
+            "select_threshold" => self.select_threshold = value,
+            "max_draws" => self.max_draws = value,
+            other => panic!("no knob `{other}`"),
+        }
+    }
+
+    /// The knobs as results columns: `(name, value)` for each knob in `columns`.
+    pub fn params(&self, columns: &[&str]) -> Vec<(String, ParamValue)> {
+        columns.iter().map(|c| (c.to_string(), ParamValue::Float(self.get(c)))).collect()
+    }
+}
+
+/// A list of values per knob: every combination is one cell of the grid.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KnobGrid {
+    /// `(knob name, values)` in [`KNOB_NAMES`] order.
+    axes: Vec<(&'static str, Vec<f64>)>,
+}
+
+impl Default for KnobGrid {
+    fn default() -> Self {
+        KnobGrid { axes: KNOB_NAMES.iter().map(|&k| (k, vec![Knobs::PAPER.get(k)])).collect() }
+    }
+}
+
+impl KnobGrid {
+    /// Sets the values of one knob (a list is an axis); an empty list keeps the default.
+    pub fn with(mut self, name: &str, values: Vec<f64>) -> Result<Self> {
+        let axis = self
+            .axes
+            .iter_mut()
+            .find(|(k, _)| *k == name)
+            .ok_or_else(|| Error::invalid(name.replace('_', "-"), "is no loop knob"))?;
+        if !values.is_empty() {
+            for (i, v) in values.iter().enumerate() {
+                if values[..i].iter().any(|w| w.to_bits() == v.to_bits()) {
+                    return Err(Error::invalid(name.replace('_', "-"), format!("{v} appears twice")));
+                }
+            }
+            axis.1 = values;
+        }
+        Ok(self)
+    }
+
+    /// Every combination, the last knob varying fastest; each one validated.
+    pub fn combinations(&self) -> Result<Vec<Knobs>> {
+        let mut out = vec![Knobs::PAPER];
+        for (name, values) in &self.axes {
+            out = out
+                .iter()
+                .flat_map(|k| {
+                    values.iter().map(move |&v| {
+                        let mut k = *k;
+                        k.set(name, v);
+                        k
+                    })
+                })
+                .collect();
+        }
+        out.iter().try_for_each(Knobs::validate)?;
+        Ok(out)
+    }
+
+    /// The knobs given a value other than the default anywhere: the results columns.
+    pub fn columns(&self) -> Vec<&'static str> {
+        self.axes
+            .iter()
+            .filter(|(k, v)| v.iter().any(|x| x.to_bits() != Knobs::PAPER.get(k).to_bits()))
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
+    /// Whether any cell filters samples (selection or truncation): then every run records
+    /// [`crate::DRAW_METRICS`].
+    pub fn filters(&self) -> bool {
+        self.values("select_threshold").iter().chain(self.values("truncate")).any(|v| v.is_finite())
+    }
+
+    /// Metric names of a grid: the setting's, then [`crate::DRAW_METRICS`] when it filters.
+    pub fn metric_names(&self, setting: &[&str]) -> Vec<String> {
+        let extra: &[&str] = if self.filters() { &crate::chain::DRAW_METRICS } else { &[] };
+        setting.iter().chain(extra).map(|s| s.to_string()).collect()
+    }
+
+    /// The values of the knob `name`.
+    pub fn values(&self, name: &str) -> &[f64] {
+        self.axes.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_slice()).unwrap_or(&[])
+    }
+
+    /// Every knob's values, for the manifest (∞ written as null).
+    pub fn manifest(&self) -> serde_json::Value {
+        let map: serde_json::Map<String, serde_json::Value> =
+            self.axes.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect();
+        serde_json::Value::Object(map)
+    }
+
+    /// Notes about knobs that do nothing in part of the grid (e.g. keep-real under Accumulate).
+    pub fn notes(&self, workflows: &[Workflow]) -> Vec<String> {
+        let mut notes = Vec::new();
+        if self.values("keep_real").iter().any(|&p| p > 0.0) && workflows.contains(&Workflow::Accumulate) {
+            notes.push(
+                "--keep-real has no effect under Accumulate: every real point is already in every training set".into(),
+            );
+        }
+        if self.values("verifier_bias").iter().any(|&b| b != 0.0) && self.values("select_threshold") == [f64::INFINITY]
+        {
+            notes.push("--verifier-bias has no effect without --select-threshold".into());
+        }
+        notes
+    }
+
+    /// Each spec once per knob combination (specs outer, knobs inner), with the set knobs as
+    /// results columns after the spec's own. With every knob at its default it returns the
+    /// specs unchanged.
+    pub fn expand<'s, S: crate::Setting>(
+        &self,
+        specs: Vec<crate::RunSpec<'s, S>>,
+    ) -> Result<Vec<crate::RunSpec<'s, S>>> {
+        let combos = self.combinations()?;
+        let columns = self.columns();
+        let mut out = Vec::with_capacity(specs.len() * combos.len());
+        for spec in specs {
+            for knobs in &combos {
+                spec.setting.check_knobs(knobs, spec.config.workflow)?;
+                let mut config = spec.config;
+                config.knobs = *knobs;
+                config.record_draws = self.filters();
+                config.validate()?;
+                let mut params = spec.params.clone();
+                params.0.extend(knobs.params(&columns));
+                out.push(crate::RunSpec { setting: spec.setting, params, config, seed: spec.seed, cost: spec.cost });
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_ranges_and_grid() {
+        assert!(!Knobs::PAPER.distorts_sampling());
+        Knobs::PAPER.validate().unwrap();
+        for (k, flag) in [
+            (Knobs { keep_real: 1.5, ..Knobs::PAPER }, "keep-real"),
+            (Knobs { keep_real: -0.1, ..Knobs::PAPER }, "keep-real"),
+            (Knobs { temperature: 0.0, ..Knobs::PAPER }, "temperature"),
+            (Knobs { fresh_real: 2.5, ..Knobs::PAPER }, "fresh-real"),
+            (Knobs { fresh_real: -1.0, ..Knobs::PAPER }, "fresh-real"),
+            (Knobs { truncate: -1.0, ..Knobs::PAPER }, "truncate"),
+            (Knobs { top_p: 0.0, ..Knobs::PAPER }, "top-p"),
+            (Knobs { max_draws: 0.5, ..Knobs::PAPER }, "max-draws"),
+            (Knobs { verifier_bias: f64::NAN, ..Knobs::PAPER }, "verifier-bias"),
+        ] {
+            assert!(k.validate().unwrap_err().to_string().contains(flag), "{k:?}");
+        }
+        assert_eq!(Knobs { keep_real: 0.1, ..Knobs::PAPER }.kept_real(25), 2);
+        let grid = KnobGrid::default().with("keep_real", vec![0.0, 0.1]).unwrap().with("temperature", vec![]).unwrap();
+        assert_eq!(grid.columns(), ["keep_real"]);
+        assert_eq!(grid.combinations().unwrap().len(), 2);
+        assert!(KnobGrid::default().columns().is_empty());
+        assert!(KnobGrid::default().with("keep_real", vec![0.1, 0.1]).is_err());
+        assert!(KnobGrid::default().with("temperature", vec![-1.0]).unwrap().combinations().is_err());
+    }
+}

@@ -1,0 +1,413 @@
+//! The linear-regression setting as a thrive-core [`Setting`].
+
+use faer::linalg::matmul::matmul;
+use faer::{Accum, Mat, MatRef, Par};
+use rand::Rng as _;
+use rand_distr::StandardNormal;
+use thrive_core::workflow::subsample_indices;
+use thrive_core::{
+    ChainConfig, Draws, Error, Knobs, Params, Points, Result, Rng, RunSpec, Seeds, Selection, Setting, Stream, Workflow,
+};
+
+/// Metric columns: `test_mse`, the mean over the noiseless test points of (xᵀ(ŵ − w*))²
+/// (the authors' "Mean Squared Error (Test)").
+pub const METRICS: [&str; 1] = ["test_mse"];
+
+/// Size of the noiseless test set (the authors' code: 1,000).
+pub const TEST_POINTS: usize = 1000;
+
+/// Linear regression with w* ~ N(0, I_d) and label noise of variance σ².
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LinReg {
+    pub dim: usize,
+    pub sigma2: f64,
+    /// Test points per run ([`TEST_POINTS`]).
+    pub test_points: usize,
+}
+
+/// Per-run state: the true weights, the fixed design, its pseudo-inverse and the test inputs.
+pub struct Run {
+    w_star: Vec<f64>,
+    /// X₀, n × d, row-major.
+    design: Points,
+    /// pinv(X₀), d × n.
+    pinv: Mat<f64>,
+    test: Points,
+}
+
+/// One batch: labels of every row of the fixed design X₀, in row order, or (`rows` set) new
+/// real rows with their labels (`--fresh-real`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    pub y: Vec<f64>,
+    pub rows: Option<Points>,
+}
+
+/// A pool of label vectors on copies of X₀: their sum (what Replace and Accumulate fit), and
+/// every label when the workflow subsamples (pool row i is X₀'s row i mod n).
+pub struct Pool {
+    rows: usize,
+    copies: usize,
+    sum: Vec<f64>,
+    labels: Option<Vec<f64>>,
+    /// Fresh real rows: their count, XᵀX and Xᵀy (the fit then solves the normal equations).
+    fresh: Option<(usize, Mat<f64>, Vec<f64>)>,
+}
+
+/// A fitted linear model; it borrows the run for sampling (the design) and evaluation.
+pub struct LinRegFit<'a> {
+    run: &'a Run,
+    pub weights: Vec<f64>,
+}
+
+impl LinReg {
+    pub fn new(dim: usize, sigma2: f64) -> Result<Self> {
+        if dim == 0 {
+            return Err(Error::invalid("dim", "must be at least 1"));
+        }
+        if !(sigma2 > 0.0 && sigma2.is_finite()) {
+            return Err(Error::invalid("sigma2", format!("{sigma2} is not a positive number")));
+        }
+        Ok(LinReg { dim, sigma2, test_points: TEST_POINTS })
+    }
+
+    /// A run from given parts (the fixture tests replay the authors' draws through it).
+    pub fn run_from(&self, w_star: Vec<f64>, design: Points, test: Points) -> Result<Run> {
+        if w_star.len() != self.dim || design.dim() != self.dim || test.dim() != self.dim {
+            return Err(Error::Setting(format!(
+                "linear regression of dimension {}: w* has {}, the design {} and the test set {} columns",
+                self.dim,
+                w_star.len(),
+                design.dim(),
+                test.dim()
+            )));
+        }
+        let x = MatRef::from_row_major_slice(design.as_slice(), design.len(), self.dim);
+        let pinv = pseudoinverse(x)?;
+        Ok(Run { w_star, design, pinv, test })
+    }
+
+    /// Labels of the design rows: X₀w + σε for standard-normal `noise` (one value per row).
+    pub fn relabel(&self, run: &Run, weights: &[f64], noise: &[f64]) -> Result<Batch> {
+        if noise.len() != run.design.len() {
+            return Err(Error::Setting(format!("{} noise values for {} design rows", noise.len(), run.design.len())));
+        }
+        let sigma = self.sigma2.sqrt();
+        let y = run.design.rows().zip(noise).map(|(x, e)| dot(x, weights) + sigma * e).collect();
+        Ok(Batch { y, rows: None })
+    }
+
+    /// The test mean squared error of `weights`.
+    pub fn test_mse(&self, run: &Run, weights: &[f64]) -> f64 {
+        let delta: Vec<f64> = weights.iter().zip(&run.w_star).map(|(w, s)| w - s).collect();
+        run.test.rows().map(|x| dot(x, &delta).powi(2)).sum::<f64>() / run.test.len().max(1) as f64
+    }
+}
+
+impl Run {
+    pub fn w_star(&self) -> &[f64] {
+        &self.w_star
+    }
+    pub fn design(&self) -> &Points {
+        &self.design
+    }
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// The Moore-Penrose pseudo-inverse through a thin SVD, dropping singular values below
+/// max(rows, cols)·ε·σ_max (numpy's `pinv` default).
+fn pseudoinverse(x: MatRef<'_, f64>) -> Result<Mat<f64>> {
+    let svd = x.thin_svd().map_err(|e| Error::Setting(format!("SVD of the design failed: {e:?}")))?;
+    Ok(svd.pseudoinverse())
+}
+
+/// `m` (r × c) times the vector `v` (c).
+fn mat_vec(m: MatRef<'_, f64>, v: &[f64]) -> Vec<f64> {
+    let mut out = Mat::<f64>::zeros(m.nrows(), 1);
+    matmul(out.as_mut(), Accum::Replace, m, MatRef::from_column_major_slice(v, v.len(), 1), 1.0, Par::Seq);
+    (0..m.nrows()).map(|i| out[(i, 0)]).collect()
+}
+
+impl Setting for LinReg {
+    type Run = Run;
+    type Batch = Batch;
+    type Pool = Pool;
+    type Model<'a> = LinRegFit<'a>;
+
+    fn metric_names(&self) -> Vec<String> {
+        METRICS.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// w* from the setup stream (the same for every n), X₀ and then the label noise from the
+    /// real-data stream, the test inputs from the test stream.
+    fn start(&self, seeds: &Seeds, n: usize) -> Result<(Run, Batch)> {
+        let d = self.dim;
+        let normals = |rng: &mut Rng, k: usize| -> Vec<f64> { (0..k).map(|_| rng.sample(StandardNormal)).collect() };
+        let w_star = normals(&mut seeds.stream(Stream::Setup), d);
+        let mut rng = seeds.stream(Stream::RealData);
+        let design = Points::new(d, normals(&mut rng, n * d))?;
+        let noise = normals(&mut rng, n);
+        let test = Points::new(d, normals(&mut seeds.stream(Stream::TestData), self.test_points * d))?;
+        let run = self.run_from(w_star, design, test)?;
+        let real = self.relabel(&run, &run.w_star, &noise)?;
+        Ok((run, real))
+    }
+
+    fn batch_len(&self, batch: &Batch) -> usize {
+        batch.y.len()
+    }
+
+    fn batch_head(&self, _batch: &Batch, _k: usize) -> Result<Batch> {
+        Err(Error::invalid("real", "linear regression relabels the whole fixed design; it keeps no real rows apart"))
+    }
+
+    fn new_pool(&self, run: &Run, workflow: Workflow) -> Pool {
+        let rows = run.design.len();
+        Pool { rows, copies: 0, sum: vec![0.0; rows], labels: workflow.subsamples().then(Vec::new), fresh: None }
+    }
+
+    fn push(&self, pool: &mut Pool, batch: &Batch) -> Result<()> {
+        if let Some(rows) = &batch.rows {
+            let d = self.dim;
+            let (count, gram, xty) = pool.fresh.get_or_insert_with(|| (0, Mat::zeros(d, d), vec![0.0; d]));
+            let x = MatRef::from_row_major_slice(rows.as_slice(), rows.len(), d);
+            matmul(gram.as_mut(), Accum::Add, x.transpose(), x, 1.0, Par::Seq);
+            for (row, y) in rows.rows().zip(&batch.y) {
+                for (b, v) in xty.iter_mut().zip(row) {
+                    *b += v * y;
+                }
+            }
+            *count += rows.len();
+            return Ok(());
+        }
+        if batch.y.len() != pool.rows {
+            return Err(Error::Setting(format!("{} labels for a design of {} rows", batch.y.len(), pool.rows)));
+        }
+        for (s, y) in pool.sum.iter_mut().zip(&batch.y) {
+            *s += y;
+        }
+        pool.copies += 1;
+        if let Some(labels) = &mut pool.labels {
+            labels.extend_from_slice(&batch.y);
+        }
+        Ok(())
+    }
+
+    fn clear(&self, pool: &mut Pool) {
+        pool.copies = 0;
+        pool.fresh = None;
+        pool.sum.iter_mut().for_each(|s| *s = 0.0);
+        if let Some(labels) = &mut pool.labels {
+            labels.clear();
+        }
+    }
+
+    fn pool_len(&self, pool: &Pool) -> usize {
+        pool.copies * pool.rows + pool.fresh.as_ref().map_or(0, |f| f.0)
+    }
+
+    fn fit<'a>(
+        &'a self,
+        run: &'a Run,
+        pool: &'a Pool,
+        selection: Selection<'_>,
+        _generation: u32,
+    ) -> Result<LinRegFit<'a>> {
+        if pool.copies == 0 {
+            return Err(Error::Setting("cannot fit a linear model to no data".into()));
+        }
+        let weights = match (selection, &pool.fresh) {
+            // With fresh rows: the minimum-norm solution pinv(AᵀA)·Aᵀy of the stacked design A
+            // (t copies of X₀ and the fresh rows), AᵀA = t X₀ᵀX₀ + X_fᵀX_f.
+            (Selection::All, Some((_, gram, xty))) => {
+                let d = self.dim;
+                let x = MatRef::from_row_major_slice(run.design.as_slice(), run.design.len(), d);
+                let mut a = gram.clone();
+                matmul(a.as_mut(), Accum::Add, x.transpose(), x, pool.copies as f64, Par::Seq);
+                let mut b = mat_vec(x.transpose(), &pool.sum);
+                b.iter_mut().zip(xty).for_each(|(b, f)| *b += f);
+                mat_vec(pseudoinverse(a.as_ref())?.as_ref(), &b)
+            }
+            // pinv of t stacked copies of X₀ is pinv(X₀) applied to the mean label vector.
+            (Selection::All, None) => {
+                let mean: Vec<f64> = pool.sum.iter().map(|s| s / pool.copies as f64).collect();
+                mat_vec(run.pinv.as_ref(), &mean)
+            }
+            (Selection::Indices(idx), _) => {
+                let labels = pool
+                    .labels
+                    .as_ref()
+                    .ok_or_else(|| Error::Setting("this pool keeps no labels to subsample".into()))?;
+                let d = self.dim;
+                let mut x = Vec::with_capacity(idx.len() * d);
+                for &i in idx {
+                    x.extend_from_slice(run.design.row(i % pool.rows));
+                }
+                let y: Vec<f64> = idx.iter().map(|&i| labels[i]).collect();
+                let pinv = pseudoinverse(MatRef::from_row_major_slice(&x, idx.len(), d))?;
+                mat_vec(pinv.as_ref(), &y)
+            }
+        };
+        Ok(LinRegFit { run, weights })
+    }
+
+    fn evaluate(&self, run: &Run, model: &LinRegFit<'_>, out: &mut Vec<f64>) -> Result<()> {
+        out.push(self.test_mse(run, &model.weights));
+        Ok(())
+    }
+
+    fn sample(&self, model: &LinRegFit<'_>, n: usize, rng: &mut Rng) -> Result<Batch> {
+        if n != model.run.design.len() {
+            return Err(Error::Setting(format!("cannot relabel {n} rows of a design of {}", model.run.design.len())));
+        }
+        let noise: Vec<f64> = (0..n).map(|_| rng.sample(StandardNormal)).collect();
+        self.relabel(model.run, &model.weights, &noise)
+    }
+
+    /// m new rows x ~ N(0, I_d) with true labels xᵀw* + σε.
+    fn fresh_real(&self, run: &Run, m: usize, rng: &mut Rng) -> Result<Batch> {
+        let x: Vec<f64> = (0..m * self.dim).map(|_| rng.sample(StandardNormal)).collect();
+        let rows = Points::new(self.dim, x)?;
+        let sigma = self.sigma2.sqrt();
+        let y = rows.rows().map(|x| dot(x, &run.w_star) + sigma * rng.sample::<f64, _>(StandardNormal)).collect();
+        Ok(Batch { y, rows: Some(rows) })
+    }
+
+    fn check_knobs(&self, knobs: &Knobs, workflow: Workflow) -> Result<()> {
+        if knobs.fresh() > 0 && workflow.subsamples() {
+            return Err(Error::invalid(
+                "fresh-real",
+                "linear regression subsamples rows of stacked fixed designs; fresh rows are for Replace and Accumulate",
+            ));
+        }
+        if knobs.top_p != 1.0 {
+            return Err(Error::invalid("top-p", "is for the discrete setting; use --truncate for linear regression"));
+        }
+        Ok(())
+    }
+
+    /// Temperature τ scales the label noise to τσ. A row's noise draw e is redrawn, up to the
+    /// knobs' draw limit for the batch, when
+    /// - truncation: τ|e| > k (the label's Mahalanobis distance under the fitted model);
+    /// - the verifier (Yi et al.): |y − xᵀβ'| > c‖x‖ + √(2/π)σ with β' = w* + b·e₁.
+    fn sample_with(
+        &self,
+        model: &LinRegFit<'_>,
+        n: usize,
+        knobs: &Knobs,
+        rng: &mut Rng,
+        draws: &mut Draws,
+    ) -> Result<Batch> {
+        if !knobs.distorts_sampling() {
+            draws.add(n, n);
+            return self.sample(model, n, rng);
+        }
+        let run = model.run;
+        if n != run.design.len() {
+            return Err(Error::Setting(format!("cannot relabel {n} rows of a design of {}", run.design.len())));
+        }
+        let (tau, k) = (knobs.temperature, knobs.truncate);
+        let sigma = self.sigma2.sqrt();
+        let mut verifier = run.w_star.clone();
+        verifier[0] += knobs.verifier_bias;
+        let slack = (2.0 / std::f64::consts::PI).sqrt() * sigma;
+        let limit = knobs.draw_limit(n);
+        let mut noise = Vec::with_capacity(n);
+        let mut made = 0;
+        for x in run.design.rows() {
+            let mean = dot(x, &model.weights);
+            let bound = knobs.select_threshold * dot(x, x).sqrt() + slack;
+            let target = dot(x, &verifier);
+            loop {
+                if made == limit {
+                    return Err(knobs.unfilled(noise.len(), n, made));
+                }
+                made += 1;
+                let e: f64 = rng.sample(StandardNormal);
+                if tau * e.abs() > k || (knobs.selects() && (mean + sigma * tau * e - target).abs() > bound) {
+                    continue;
+                }
+                noise.push(tau * e);
+                break;
+            }
+        }
+        draws.add(made, n);
+        self.relabel(run, &model.weights, &noise)
+    }
+
+    /// The training set stays the fixed design: ⌊p·n⌋ rows picked uniformly keep their real
+    /// labels, the others get synthetic ones (all n are sampled, so the noise stream does not
+    /// depend on the pick).
+    fn sample_keeping_real(
+        &self,
+        model: &LinRegFit<'_>,
+        real: &Batch,
+        k: usize,
+        n: usize,
+        knobs: &Knobs,
+        rng: &mut Rng,
+        pick: &mut Rng,
+        draws: &mut Draws,
+    ) -> Result<Vec<Batch>> {
+        let mut batch = self.sample_with(model, n, knobs, rng, draws)?;
+        for i in subsample_indices(pick, real.y.len(), k)? {
+            batch.y[i] = real.y[i];
+        }
+        Ok(vec![batch])
+    }
+}
+
+/// The expected test MSE at generation t where a closed form holds (predecessor paper
+/// 2404.01413, protocol §6): n > d + 1, Replace t·σ²d/(n − d − 1), Accumulate
+/// σ²d/(n − d − 1)·Σ_{k≤t} 1/k². `None` otherwise (Accumulate-Subsample has none).
+pub fn theory_mse(dim: usize, n: usize, sigma2: f64, workflow: Workflow, generation: u32) -> Option<f64> {
+    if n <= dim + 1 || generation == 0 {
+        return None;
+    }
+    let base = sigma2 * dim as f64 / (n - dim - 1) as f64;
+    match workflow {
+        Workflow::Replace => Some(generation as f64 * base),
+        Workflow::Accumulate => Some(base * (1..=generation).map(|k| 1.0 / (k as f64).powi(2)).sum::<f64>()),
+        Workflow::AccumulateSubsample => None,
+    }
+}
+
+/// Dimensions, sample sizes and noise variances of the authors' sweep (protocol §6).
+pub fn paper_grid() -> (Vec<usize>, Vec<usize>, Vec<f64>) {
+    (vec![1, 3, 10, 32, 100], vec![10, 32, 100, 316, 1000], vec![0.1, 1.0, 10.0])
+}
+
+/// Run specs for every (d, σ², n, workflow, seed) combination, with results columns d, n, sigma2.
+pub fn grid_specs<'s>(
+    settings: &'s [LinReg],
+    ns: &[usize],
+    workflows: &[Workflow],
+    seeds: &[u64],
+    generations: u32,
+) -> Result<Vec<RunSpec<'s, LinReg>>> {
+    let mut specs = Vec::new();
+    for setting in settings {
+        for &n in ns {
+            for &workflow in workflows {
+                let config = ChainConfig::paper(workflow, n, generations);
+                config.validate()?;
+                let (nd, d2) = ((n * setting.dim) as f64, (n * setting.dim * setting.dim) as f64);
+                // One SVD per run, or one per generation when subsampling; O(n·d) per generation besides.
+                let cost = if workflow.subsamples() { generations as f64 * d2 } else { d2 + generations as f64 * nd };
+                for &seed in seeds {
+                    specs.push(RunSpec {
+                        setting,
+                        params: Params::new().with("d", setting.dim).with("n", n).with("sigma2", setting.sigma2),
+                        config,
+                        seed,
+                        cost,
+                    });
+                }
+            }
+        }
+    }
+    Ok(specs)
+}
