@@ -151,7 +151,7 @@ fn demo_value_runs_shortened() {
     let batches = synthetic_rows(&pool);
     assert_eq!(batches.len(), 1, "{batches:?}");
     assert_eq!(batches[0].1, 12);
-    assert!(out.join("results-figures/value-eval-loss-heatmap.png").exists());
+    assert!(out.join("results-figures/eval_loss_heatmap.png").exists());
 }
 
 #[test]

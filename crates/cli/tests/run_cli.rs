@@ -218,7 +218,7 @@ fn killed_value_grids_end_like_uninterrupted_ones() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("num_real \\ num_synthetic"), "{table}");
-    assert!(tmp.path().join("killed/results-figures/value-eval-loss-heatmap.png").exists());
+    assert!(tmp.path().join("killed/results-figures/eval_loss_heatmap.png").exists());
 }
 
 /// Every file under `dir`, relative path and bytes, in path order.

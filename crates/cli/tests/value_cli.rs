@@ -48,13 +48,13 @@ fn value_grid_report_writes_crossover_and_figures() {
     assert!(stdout.contains("| 8 | 2 | 1 | 4 |") && stdout.contains("| 64 | 2 | 1 | 4 |"), "{stdout}");
     let figs = dir.path().join("v-figures");
     for f in [
-        "value-kl-heatmap",
-        "value-kl-lines",
-        "value-kl-source-real8-heatmap",
-        "value-kl-source-real64-lines",
-        "value-kl-proportion-source-real8",
-        "value-kl-proportion-source-real64",
-        "value-kl-crossover-source-real",
+        "kl_heatmap",
+        "kl_lines",
+        "kl_heatmap_source_real-8",
+        "kl_lines_source_real-64",
+        "kl_vs_proportion_real_source_real-8",
+        "kl_vs_proportion_real_source_real-64",
+        "kl_crossover_vs_source_real",
     ] {
         for ext in ["png", "svg"] {
             let p = figs.join(format!("{f}.{ext}"));
@@ -66,17 +66,17 @@ fn value_grid_report_writes_crossover_and_figures() {
             );
         }
     }
-    let svg = std::fs::read_to_string(figs.join("value-kl-proportion-source-real8.svg")).unwrap();
+    let svg = std::fs::read_to_string(figs.join("kl_vs_proportion_real_source_real-8.svg")).unwrap();
     assert!(svg.contains("proportion of real data") && svg.contains("total = 72"), "proportion figure lacks its lines");
     // kl spans far more than a factor of three from 4 to 256 real points: a log axis, so the
     // plentiful rows' rise is visible.
-    let lines_svg = std::fs::read_to_string(figs.join("value-kl-lines.svg")).unwrap();
+    let lines_svg = std::fs::read_to_string(figs.join("kl_lines.svg")).unwrap();
     assert!(lines_svg.contains("kl (log scale)"), "lines figure not on a log axis");
-    let csv = std::fs::read_to_string(figs.join("value-kl-crossover.csv")).unwrap();
+    let csv = std::fs::read_to_string(figs.join("kl_crossover.csv")).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
     assert!(lines[0].starts_with("source_real,d,sigma2,metric,seeds,crossing_seeds"), "{csv}");
     assert_eq!(lines.len(), 3, "{csv}");
-    let seeds = std::fs::read_to_string(figs.join("value-kl-crossover-seeds.csv")).unwrap();
+    let seeds = std::fs::read_to_string(figs.join("kl_crossover_seeds.csv")).unwrap();
     assert_eq!(seeds.lines().count(), 1 + 2 * 4, "{seeds}");
 
     // `thrive report` on the file prints the same table; --json carries the crossover.

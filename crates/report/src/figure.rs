@@ -335,11 +335,12 @@ pub(crate) fn figure_names(name: &str, facet: &[(String, ParamValue)], vary: &[S
     (text.join(", "), stem)
 }
 
-/// Title text and file-name parts of a facet; parameters set to "-" (not applicable) are left out.
+/// Title text (`k = v`) and file-name parts (`k-v`) of a facet; parameters set to "-" (not
+/// applicable) are left out.
 pub(crate) fn facet_labels(facet: &[(String, ParamValue)]) -> (Vec<String>, Vec<String>) {
     let shown = facet.iter().filter(|(_, v)| v.to_string() != "-");
     let text = shown.clone().map(|(k, v)| format!("{k} = {v}")).collect();
-    let file = shown.map(|(k, v)| format!("{k}{}", file_safe(&v.to_string()))).collect();
+    let file = shown.map(|(k, v)| format!("{k}-{}", file_safe(&v.to_string()))).collect();
     (text, file)
 }
 
@@ -361,7 +362,7 @@ pub(crate) fn sort_key(v: &ParamValue) -> String {
 }
 
 pub(crate) fn file_safe(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '-' }).collect()
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '-' }).collect()
 }
 
 fn draw<DB: DrawingBackend>(

@@ -96,7 +96,7 @@ impl Grid {
         lines.push(header);
         for (r, row) in self.rows.iter().enumerate() {
             let mut line = vec![row.to_string()];
-            line.extend(self.mean[r].iter().map(|v| v.map_or("-".into(), |v| format!("{v:.4}"))));
+            line.extend(self.mean[r].iter().map(|v| v.map_or("-".into(), crate::table::number)));
             lines.push(line);
         }
         let widths: Vec<usize> =
@@ -112,14 +112,15 @@ impl Grid {
         out
     }
 
-    /// Draws `<stem>-heatmap` and `<stem>-lines` (the metric against the column parameter, one
-    /// line per row value) as PNG and SVG in `out_dir`; returns the files written.
-    pub fn figures(&self, out_dir: &Path, stem: &str) -> Result<Vec<PathBuf>> {
+    /// Draws `<stem>_heatmap<facets>` and `<stem>_lines<facets>` (the metric against the column
+    /// parameter, one line per row value) as PNG and SVG in `out_dir`, with `facets` empty or
+    /// `_<param>-<value>…` as every figure's name has them; returns the files written.
+    pub fn figures(&self, out_dir: &Path, stem: &str, facets: &str) -> Result<Vec<PathBuf>> {
         std::fs::create_dir_all(out_dir).map_err(|e| thrive_core::Error::io(out_dir, e))?;
         ensure_font();
-        let stem = file_safe(stem);
-        let mut files = render(out_dir, &format!("{stem}-heatmap"), (900, 640), &Heatmap(self))?;
-        files.extend(render(out_dir, &format!("{stem}-lines"), (900, 560), &Lines(self))?);
+        let (stem, facets) = (file_safe(stem), file_safe(facets));
+        let mut files = render(out_dir, &format!("{stem}_heatmap{facets}"), (900, 640), &Heatmap(self))?;
+        files.extend(render(out_dir, &format!("{stem}_lines{facets}"), (900, 560), &Lines(self))?);
         Ok(files)
     }
 

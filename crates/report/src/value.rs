@@ -339,7 +339,7 @@ fn write_text(path: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
-/// Writes `<stem>.csv` (one row per source setting) and `<stem>-seeds.csv` (one row per source
+/// Writes `<stem>.csv` (one row per source setting) and `<stem>_seeds.csv` (one row per source
 /// setting and seed) in `out_dir`; returns the files written.
 pub fn write_crossover_csv(crossovers: &[Crossover], out_dir: &Path, stem: &str) -> Result<Vec<PathBuf>> {
     let Some(first) = crossovers.first() else {
@@ -379,7 +379,7 @@ pub fn write_crossover_csv(crossovers: &[Crossover], out_dir: &Path, stem: &str)
     }
     std::fs::create_dir_all(out_dir).map_err(|e| thrive_core::Error::io(out_dir, e))?;
     let a = out_dir.join(format!("{}.csv", file_safe(stem)));
-    let b = out_dir.join(format!("{}-seeds.csv", file_safe(stem)));
+    let b = out_dir.join(format!("{}_seeds.csv", file_safe(stem)));
     write_text(&a, &summary)?;
     write_text(&b, &seeds)?;
     Ok(vec![a, b])
@@ -416,10 +416,10 @@ struct LineFigure {
     log_y: bool,
 }
 
-/// The figures of a value grid beside the heatmap: for every source setting, `<stem>-proportion`
+/// The figures of a value grid beside the heatmap: for every source setting, `<stem>_vs_proportion_real[_<param>-<value>…]`
 /// (the metric's mean over seeds against num_real / (num_real + num_synthetic), one line per
 /// num_real on the left, one per total num_real + num_synthetic on the right); and where source
-/// parameters vary, `<stem>-crossover-<param>` (the crossover against each numeric one, one line
+/// parameters vary, `<stem>_crossover_vs_<param>` (the crossover against each numeric one, one line
 /// per combination of the others). PNG and SVG; returns the files written.
 pub fn value_figures(
     table: &ResultsTable,
@@ -439,9 +439,9 @@ pub fn value_figures(
         let shown: Vec<(String, ParamValue)> = g.source.iter().filter(|(k, _)| vary.contains(k)).cloned().collect();
         let (text, file) = facet_labels(&shown);
         let name = if file.is_empty() {
-            format!("{stem}-proportion")
+            format!("{stem}_vs_proportion_real")
         } else {
-            format!("{stem}-proportion-{}", file.join("_"))
+            format!("{stem}_vs_proportion_real_{}", file.join("_"))
         };
         let fig = proportion_figure(g, metric, &text.join(", "));
         if fig.panels.iter().all(|p| p.series.is_empty()) {
@@ -455,7 +455,7 @@ pub fn value_figures(
             continue;
         }
         if let Some(fig) = crossover_figure(crossovers, p, &vary) {
-            files.extend(render(out_dir, &file_safe(&format!("{stem}-crossover-{p}")), (900, 560), &fig)?);
+            files.extend(render(out_dir, &file_safe(&format!("{stem}_crossover_vs_{p}")), (900, 560), &fig)?);
         }
     }
     Ok(files)

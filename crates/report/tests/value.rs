@@ -168,26 +168,26 @@ fn value_figures_and_csv_are_written() {
     let dir = tempfile::tempdir().unwrap();
     let t = table();
     let c = crossovers(&t, "kl").unwrap();
-    let mut files = value_figures(&t, &c, "kl", dir.path(), "value-kl").unwrap();
-    files.extend(write_crossover_csv(&c, dir.path(), "value-kl-crossover").unwrap());
+    let mut files = value_figures(&t, &c, "kl", dir.path(), "kl").unwrap();
+    files.extend(write_crossover_csv(&c, dir.path(), "kl_crossover").unwrap());
     let names: Vec<String> = files.iter().map(|f| f.file_name().unwrap().to_string_lossy().into_owned()).collect();
     for want in [
-        "value-kl-proportion-source-real5.png",
-        "value-kl-proportion-source-real20.svg",
-        "value-kl-proportion-source-real1000.png",
-        "value-kl-crossover-source-real.png",
-        "value-kl-crossover-source-real.svg",
-        "value-kl-crossover.csv",
-        "value-kl-crossover-seeds.csv",
+        "kl_vs_proportion_real_source_real-5.png",
+        "kl_vs_proportion_real_source_real-20.svg",
+        "kl_vs_proportion_real_source_real-1000.png",
+        "kl_crossover_vs_source_real.png",
+        "kl_crossover_vs_source_real.svg",
+        "kl_crossover.csv",
+        "kl_crossover_seeds.csv",
     ] {
         assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
     }
     for f in &files {
         assert!(std::fs::metadata(f).unwrap().len() > 100, "{} looks empty", f.display());
     }
-    let csv = std::fs::read_to_string(dir.path().join("value-kl-crossover.csv")).unwrap();
+    let csv = std::fs::read_to_string(dir.path().join("kl_crossover.csv")).unwrap();
     let row20 = csv.lines().find(|l| l.starts_with("20,")).unwrap();
     assert!(row20.starts_with("20,2,kl,2,2,0,0,"), "{row20}");
-    let seeds = std::fs::read_to_string(dir.path().join("value-kl-crossover-seeds.csv")).unwrap();
+    let seeds = std::fs::read_to_string(dir.path().join("kl_crossover_seeds.csv")).unwrap();
     assert!(seeds.contains("1000,2,kl,0,none_in_grid,\n") && seeds.contains("5,2,kl,1,below_smallest,\n"), "{seeds}");
 }

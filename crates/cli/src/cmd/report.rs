@@ -280,7 +280,7 @@ fn theory_notes(table: &ResultsTable) -> Vec<String> {
 fn value_grid(table: &ResultsTable, args: &Args, format: Format, out_dir: &std::path::Path) -> Result<()> {
     if format == Format::Csv {
         anyhow::bail!(
-            "--format csv: a value grid's tables are written as CSV beside the figures (value-<metric>-crossover*.csv); \
+            "--format csv: a value grid's tables are written as CSV beside the figures (<metric>_crossover.csv, <metric>_crossover_seeds.csv); \
              use plain, markdown or json"
         );
     }
@@ -290,26 +290,26 @@ fn value_grid(table: &ResultsTable, args: &Args, format: Format, out_dir: &std::
     let sources = value::source_tables(table)?;
     let mut json = Vec::new();
     for metric in &metrics {
-        let stem = format!("value-{metric}");
+        let stem = metric.clone();
         let grid = thrive_report::grid(table, "num_real", "num_synthetic", metric)?;
         let mut per_source = Vec::new();
         for (source, sub) in &sources {
             let label: Vec<String> = source.iter().map(|(k, v)| format!("{k} = {v}")).collect();
-            let file: Vec<String> = source.iter().map(|(k, v)| format!("{k}{v}")).collect();
+            let file: Vec<String> = source.iter().map(|(k, v)| format!("_{k}-{v}")).collect();
             per_source.push((
                 label.join(", "),
-                file.join("_"),
+                file.concat(),
                 thrive_report::grid(sub, "num_real", "num_synthetic", metric)?,
             ));
         }
         let crossovers = value::crossovers(table, metric)?;
         if !args.no_figures {
-            let mut files = grid.figures(out_dir, &stem)?;
+            let mut files = grid.figures(out_dir, &stem, "")?;
             for (_, file, g) in &per_source {
-                files.extend(g.figures(out_dir, &format!("{stem}-{file}"))?);
+                files.extend(g.figures(out_dir, &stem, file)?);
             }
             files.extend(value::value_figures(table, &crossovers, metric, out_dir, &stem)?);
-            files.extend(value::write_crossover_csv(&crossovers, out_dir, &format!("{stem}-crossover"))?);
+            files.extend(value::write_crossover_csv(&crossovers, out_dir, &format!("{stem}_crossover"))?);
             tracing::info!("wrote {} figure and table files to {}", files.len(), out_dir.display());
         }
         if format == Format::Json {
