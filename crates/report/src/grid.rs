@@ -2,7 +2,7 @@
 //! value-of-synthetic heatmap: `num_real` × `num_synthetic`), as a heatmap, as lines against the
 //! column parameter, and as a table.
 
-use crate::figure::{ensure_font, file_safe, render, sort_key, viridis, Drawing, FONT};
+use crate::figure::{ensure_font, figure_names, file_safe, render, sort_key, viridis, Drawing, FONT};
 use crate::{Error, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -112,15 +112,19 @@ impl Grid {
         out
     }
 
-    /// Draws `<stem>_heatmap<facets>` and `<stem>_lines<facets>` (the metric against the column
-    /// parameter, one line per row value) as PNG and SVG in `out_dir`, with `facets` empty or
-    /// `_<param>-<value>…` as every figure's name has them; returns the files written.
-    pub fn figures(&self, out_dir: &Path, stem: &str, facets: &str) -> Result<Vec<PathBuf>> {
+    /// Draws `<stem>_heatmap[_<param>-<value>…]` and `<stem>_lines[…]` (the metric against the
+    /// column parameter, one line per row value) as PNG and SVG in `out_dir`, for the subset of
+    /// runs that `facet` (empty for all runs) names in the titles and file names; returns the
+    /// files written.
+    pub fn figures(&self, out_dir: &Path, stem: &str, facet: &[(String, ParamValue)]) -> Result<Vec<PathBuf>> {
         std::fs::create_dir_all(out_dir).map_err(|e| thrive_core::Error::io(out_dir, e))?;
         ensure_font();
-        let (stem, facets) = (file_safe(stem), file_safe(facets));
-        let mut files = render(out_dir, &format!("{stem}_heatmap{facets}"), (900, 640), &Heatmap(self))?;
-        files.extend(render(out_dir, &format!("{stem}_lines{facets}"), (900, 560), &Lines(self))?);
+        let every: Vec<String> = facet.iter().map(|(k, _)| k.clone()).collect();
+        let (text, suffix) = figure_names("", facet, &every);
+        let stem = file_safe(stem);
+        let heatmap = format!("{stem}_heatmap{suffix}");
+        let mut files = render(out_dir, &heatmap, (900, 640), &Heatmap(self, &text))?;
+        files.extend(render(out_dir, &format!("{stem}_lines{suffix}"), (900, 560), &Lines(self, &text))?);
         Ok(files)
     }
 
@@ -139,14 +143,15 @@ impl Grid {
     }
 }
 
-struct Heatmap<'a>(&'a Grid);
+/// A grid's heatmap, titled with the facet text of its subset (empty for all runs).
+struct Heatmap<'a>(&'a Grid, &'a str);
 
 impl Drawing for Heatmap<'_> {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> std::result::Result<(), String> {
         let g = self.0;
         let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
         root.fill(&WHITE).map_err(err)?;
-        let title = format!("{}: mean over runs", g.metric);
+        let title = with_facet(format!("{}: mean over runs", g.metric), self.1);
         let root = root.titled(&title, (FONT, 22)).map_err(err)?;
         let (main, bar) = root.split_horizontally(root.dim_in_pixel().0.saturating_sub(110));
         let (lo, hi) = g.range();
@@ -234,14 +239,23 @@ impl Drawing for Heatmap<'_> {
     }
 }
 
-struct Lines<'a>(&'a Grid);
+/// `title (facet)`, or the title alone for all runs.
+fn with_facet(title: String, facet: &str) -> String {
+    if facet.is_empty() {
+        title
+    } else {
+        format!("{title} ({facet})")
+    }
+}
+
+struct Lines<'a>(&'a Grid, &'a str);
 
 impl Drawing for Lines<'_> {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> std::result::Result<(), String> {
         let g = self.0;
         let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
         root.fill(&WHITE).map_err(err)?;
-        let title = format!("{} against {}, one line per {}", g.metric, g.col_param, g.row_param);
+        let title = with_facet(format!("{} against {}, one line per {}", g.metric, g.col_param, g.row_param), self.1);
         let root = root.titled(&title, (FONT, 20)).map_err(err)?;
         let (lo, hi) = g.range();
         // Losses that span more than a factor of three (scarce real data far above plentiful)

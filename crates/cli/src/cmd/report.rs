@@ -295,18 +295,13 @@ fn value_grid(table: &ResultsTable, args: &Args, format: Format, out_dir: &std::
         let mut per_source = Vec::new();
         for (source, sub) in &sources {
             let label: Vec<String> = source.iter().map(|(k, v)| format!("{k} = {v}")).collect();
-            let file: Vec<String> = source.iter().map(|(k, v)| format!("_{k}-{v}")).collect();
-            per_source.push((
-                label.join(", "),
-                file.concat(),
-                thrive_report::grid(sub, "num_real", "num_synthetic", metric)?,
-            ));
+            per_source.push((label.join(", "), source, thrive_report::grid(sub, "num_real", "num_synthetic", metric)?));
         }
         let crossovers = value::crossovers(table, metric)?;
         if !args.no_figures {
-            let mut files = grid.figures(out_dir, &stem, "")?;
-            for (_, file, g) in &per_source {
-                files.extend(g.figures(out_dir, &stem, file)?);
+            let mut files = grid.figures(out_dir, &stem, &[])?;
+            for (_, source, g) in &per_source {
+                files.extend(g.figures(out_dir, &stem, source)?);
             }
             files.extend(value::value_figures(table, &crossovers, metric, out_dir, &stem)?);
             files.extend(value::write_crossover_csv(&crossovers, out_dir, &format!("{stem}_crossover"))?);
