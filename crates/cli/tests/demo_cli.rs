@@ -161,3 +161,45 @@ fn demo_overrides_fail_clearly() {
     fails(&["demo", "--out", s(&out), "--set", "sampling.cuont=3"], &["cuont", "<demo>"]);
     fails(&["demo", "--value", "--out", s(&out), "--set", "value.num_real"], &["--set", "KEY=VALUE"]);
 }
+
+/// The paper's key outcome, by its sign (issue 19): where the real rows alone nearly saturate the
+/// demo model (all 1,000, 2 epochs), synthetic rows from a poor source (fine-tuned on 200 real
+/// rows) raise the validation loss, and rows from a good one (all 1,000 real rows) do not.
+#[test]
+fn a_poor_source_hurts_plentiful_real_data_and_a_good_one_does_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("demo-value");
+    ok(&[
+        "demo",
+        "--value",
+        "--out",
+        s(&out),
+        "--set",
+        "value.num_real=[1000]",
+        "--set",
+        "value.num_synthetic=[0, 300]",
+        "--set",
+        "value.source_real=[200, 1000]",
+        "--set",
+        "value.sources=[0]",
+        "--set",
+        "sampling.count=400",
+    ]);
+    let t = ResultsTable::read_parquet(&out.join("results.parquet")).unwrap();
+    let loss = t.metric_index("eval_loss").unwrap();
+    let cell = |synthetic: i64, source_real: i64| -> f64 {
+        let run = t
+            .runs
+            .iter()
+            .find(|r| {
+                let get = |k: &str| r.params.get(k).and_then(|v| v.as_f64()).unwrap() as i64;
+                get("num_synthetic") == synthetic && (synthetic == 0 || get("source_real") == source_real)
+            })
+            .unwrap_or_else(|| panic!("no cell num_synthetic {synthetic}, source_real {source_real}: {t:?}"));
+        run.metrics[run.metrics.len() - t.metric_names.len() + loss]
+    };
+    let (alone, poor, good) = (cell(0, -1), cell(300, 200), cell(300, 1000));
+    eprintln!("real alone {alone}, + poor source {poor}, + good source {good}");
+    assert!(poor > alone, "a poor source's rows did not hurt: {alone} alone, {poor} with them");
+    assert!(good <= alone, "a good source's rows hurt: {alone} alone, {good} with them");
+}
