@@ -22,7 +22,8 @@ use std::process::ExitCode;
     about = "Model collapse and its avoidance: Gaussian, KDE, linear-regression, discrete and language-model settings"
 )]
 struct Cli {
-    /// Worker threads for parallel runs (default: all cores). Results do not depend on it.
+    /// Worker threads for parallel work (default: all cores, divided among the steps of
+    /// `run --jobs` and `demo --jobs`). Results do not depend on it.
     #[arg(long, global = true)]
     threads: Option<usize>,
     /// Log filter, e.g. `info`, `debug`, `thrive=trace` (or set RUST_LOG).
@@ -100,7 +101,19 @@ fn main() -> ExitCode {
         .with_ansi(cli.color.ansi())
         .with_target(false)
         .init();
-    if let Some(threads) = cli.threads {
+    // Steps run N at a time share the cores: each gets its share, unless --threads says otherwise
+    // (on 2 cores, 2 one-thread jobs beat one two-thread job by 1.4x on the demo model).
+    let jobs = match &cli.command {
+        Command::Run(a) => a.jobs(),
+        Command::Demo(a) => a.jobs(),
+        _ => 1,
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = cli.threads.or((jobs > 1).then(|| (cores / jobs).max(1)));
+    if let Some(threads) = threads {
+        // candle's CPU matmul sizes its parallelism from RAYON_NUM_THREADS, not from rayon's
+        // pool; set before any thread exists.
+        std::env::set_var("RAYON_NUM_THREADS", threads.max(1).to_string());
         if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(threads.max(1)).build_global() {
             eprintln!("error: --threads: {e}");
             return ExitCode::FAILURE;

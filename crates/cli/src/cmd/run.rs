@@ -29,6 +29,13 @@ pub struct RunArgs {
     devices: Vec<usize>,
 }
 
+impl RunArgs {
+    /// Steps at a time (each gets its share of the cores).
+    pub fn jobs(&self) -> usize {
+        self.jobs as usize
+    }
+}
+
 #[derive(clap::Args)]
 pub struct SubmitArgs {
     /// The run file (TOML); its `[slurm]` section sets the jobs' resources.
@@ -324,6 +331,20 @@ pub struct DemoArgs {
     /// VALUE in TOML: `--set sampling.count=100`, `--set value.num_real=[0,50]`. Repeatable.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
+    /// Steps at a time, each with its share of the cores [default: the cores, at most 3 (the
+    /// workflows) without --value]. The results do not depend on it.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    jobs: Option<u64>,
+}
+
+impl DemoArgs {
+    /// Steps at a time: `--jobs`, or one per core up to the three independent workflow chains
+    /// (every core for a value grid, whose cells are many). On the tiny demo model one-thread
+    /// steps side by side use the cores better than one step on all of them.
+    pub fn jobs(&self) -> usize {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        self.jobs.map_or(if self.value { cores } else { cores.min(3) }, |j| j as usize)
+    }
 }
 
 /// The demo's run file; `{out}`, `{model}`, `{data}` and `{generations}` are filled in.
@@ -333,6 +354,7 @@ const DEMO_TOML: &str = include_str!("demo.toml");
 const DEMO_VALUE_TOML: &str = include_str!("demo-value.toml");
 
 pub fn demo(a: DemoArgs) -> Result<()> {
+    let jobs = a.jobs();
     let out =
         a.out.unwrap_or_else(|| PathBuf::from(if a.value { "checkpoints/demo-value" } else { "checkpoints/demo" }));
     let assets = super::demo_assets::unpack(&out.join("assets"))?;
@@ -346,7 +368,7 @@ pub fn demo(a: DemoArgs) -> Result<()> {
             out.display()
         );
     }
-    execute(&cfg, &Default::default())
+    execute(&cfg, &thrive_orchestrator::RunOptions { jobs, devices: Vec::new() })
 }
 
 /// The demo's run file with its placeholders filled in and the `--set` overrides applied.
