@@ -6,6 +6,7 @@
 
 mod common;
 use common::*;
+use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -24,9 +25,10 @@ fn serve(files: Vec<(String, PathBuf)>) -> (String, std::sync::Arc<std::sync::Mu
             let found = files.iter().find(|(p, _)| *p == req.url()).map(|(_, f)| std::fs::read(f).unwrap());
             let _ = match found {
                 Some(bytes) => {
-                    // The Hub's ETag of a plain file is its git blob id; any stable digest of
-                    // the bytes serves hf-hub, which names its cache blobs by it.
-                    let etag = format!("\"{:016x}{:016x}\"", bytes.len(), fnv(&bytes));
+                    // The Hub's ETag of an LFS file is its SHA-256 (of a plain file, its git
+                    // blob id); hf-hub names its cache blobs by it.
+                    let sha: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+                    let etag = format!("\"{sha}\"");
                     let r = tiny_http::Response::from_data(bytes)
                         .with_header(header("ETag", &etag))
                         .with_header(header("X-Repo-Commit", commit));
@@ -42,10 +44,6 @@ fn serve(files: Vec<(String, PathBuf)>) -> (String, std::sync::Arc<std::sync::Mu
         }
     });
     (url, log)
-}
-
-fn fnv(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf29ce484222325, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3))
 }
 
 /// `thrive` with hf-hub pointed at `endpoint` and its cache in `cache`.
