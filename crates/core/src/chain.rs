@@ -227,7 +227,9 @@ impl ChainConfig {
 pub fn run_chain<S: Setting>(setting: &S, config: &ChainConfig, seeds: &Seeds) -> Result<Vec<f64>> {
     config.validate()?;
     let n_metrics = setting.metric_names().len();
-    let mut metrics = Vec::with_capacity(config.generations as usize * n_metrics);
+    // Capped: a discrete Replace run allows 100,000 generations but stops at fixation (about 2n),
+    // and reserving the whole bound per run cost more time in page zeroing than the run itself.
+    let mut metrics = Vec::with_capacity(config.generations.min(4096) as usize * n_metrics);
     // Draws behind each generation's synthetic batch (DRAW_METRICS), interleaved at the end.
     let mut draw_rows: Vec<f64> = Vec::new();
     let mut last = Draws::default();
