@@ -332,18 +332,19 @@ pub struct DemoArgs {
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
     /// Steps at a time, each with its share of the cores [default: the cores, at most 3 (the
-    /// workflows) without --value]. The results do not depend on it.
+    /// workflows), or at most 8 with --value]. The results do not depend on it.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     jobs: Option<u64>,
 }
 
 impl DemoArgs {
     /// Steps at a time: `--jobs`, or one per core up to the three independent workflow chains
-    /// (every core for a value grid, whose cells are many). On the tiny demo model one-thread
-    /// steps side by side use the cores better than one step on all of them.
+    /// (up to 8 for the value grid: its 2 sources, then its 10 cells). On the tiny demo model
+    /// one-thread steps side by side use the cores better than one step on all of them; more
+    /// jobs than steps to run would leave their share of the cores idle.
     pub fn jobs(&self) -> usize {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        self.jobs.map_or(if self.value { cores } else { cores.min(3) }, |j| j as usize)
+        self.jobs.map_or(cores.min(if self.value { 8 } else { 3 }), |j| j as usize)
     }
 }
 
