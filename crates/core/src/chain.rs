@@ -108,8 +108,8 @@ pub trait Setting: Sync {
         Ok(())
     }
     /// Samples `n` synthetic examples with the knobs' sampling distortion (temperature,
-    /// truncation, top-p, selection), adding the draws it made to `draws` (n without a filter).
-    /// Without a distortion it must be exactly [`Setting::sample`].
+    /// truncation, top-p, selection), adding the draws it made to `draws` (n without a filter):
+    /// exactly [`Setting::sample`] without a distortion, else [`Setting::sample_distorted`].
     fn sample_with(
         &self,
         model: &Self::Model<'_>,
@@ -119,10 +119,22 @@ pub trait Setting: Sync {
         draws: &mut Draws,
     ) -> Result<Self::Batch> {
         if knobs.distorts_sampling() {
-            return Err(Error::invalid("temperature", "this setting samples only as fitted"));
+            return self.sample_distorted(model, n, knobs, rng, draws);
         }
         draws.add(n, n);
         self.sample(model, n, rng)
+    }
+    /// [`Setting::sample_with`] where the knobs distort sampling. Default: refused, the
+    /// setting samples only as fitted.
+    fn sample_distorted(
+        &self,
+        _model: &Self::Model<'_>,
+        _n: usize,
+        _knobs: &Knobs,
+        _rng: &mut Rng,
+        _draws: &mut Draws,
+    ) -> Result<Self::Batch> {
+        Err(Error::invalid("temperature", "this setting samples only as fitted"))
     }
     /// A Replace training set of `n` examples of which `k` are real, picked uniformly from
     /// `real` with `pick`, and the rest sampled with `rng` (`--keep-real`), as batches to push.

@@ -308,7 +308,7 @@ impl Setting for Discrete {
     }
 
     /// Samples from the fit's probabilities under temperature and top-p ([`distorted_probabilities`]).
-    fn sample_with(
+    fn sample_distorted(
         &self,
         model: &DiscreteFit,
         n: usize,
@@ -316,10 +316,6 @@ impl Setting for Discrete {
         rng: &mut Rng,
         draws: &mut Draws,
     ) -> Result<Batch> {
-        if !knobs.distorts_sampling() {
-            draws.add(n, n);
-            return self.sample(model, n, rng);
-        }
         draws.add(n, n);
         let probs = distorted_probabilities(model, knobs.temperature, knobs.top_p);
         Ok(Batch { counts: multinomial_probs(&probs, n as u64, rng)?, draws: None })

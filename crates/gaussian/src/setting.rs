@@ -313,7 +313,7 @@ impl Setting for Gaussian {
 
     /// Temperature τ scales the covariance by τ²; truncation and selection draw points one by
     /// one (no moment shortcut).
-    fn sample_with(
+    fn sample_distorted(
         &self,
         model: &GaussianFit,
         n: usize,
@@ -321,10 +321,6 @@ impl Setting for Gaussian {
         rng: &mut Rng,
         draws: &mut Draws,
     ) -> Result<Batch> {
-        if !knobs.distorts_sampling() {
-            draws.add(n, n);
-            return self.sample(model, n, rng);
-        }
         let tau = knobs.temperature;
         if knobs.truncate.is_finite() || knobs.selects() {
             return Ok(Batch::Points(self.draw_filtered(&model.mean, model.root.as_ref(), n, knobs, rng, draws)?));

@@ -268,7 +268,7 @@ impl Setting for Kde {
     /// - truncation: its kernel noise lies farther than k from its centre (Mahalanobis distance
     ///   under the fit's kernel, τ‖z‖);
     /// - the verifier: its log-density under generation 1's KDE (the real data's) is below c.
-    fn sample_with(
+    fn sample_distorted(
         &self,
         model: &Fit<'_>,
         n: usize,
@@ -276,10 +276,6 @@ impl Setting for Kde {
         rng: &mut Rng,
         draws: &mut Draws,
     ) -> Result<Points> {
-        if !knobs.distorts_sampling() {
-            draws.add(n, n);
-            return self.sample(model, n, rng);
-        }
         let tau = knobs.temperature;
         if !knobs.truncate.is_finite() && !knobs.selects() {
             draws.add(n, n);

@@ -293,7 +293,7 @@ impl Setting for LinReg {
     /// knobs' draw limit for the batch, when
     /// - truncation: τ|e| > k (the label's Mahalanobis distance under the fitted model);
     /// - the verifier (Yi et al.): |y − xᵀβ'| > c‖x‖ + √(2/π)σ with β' = w* + b·e₁.
-    fn sample_with(
+    fn sample_distorted(
         &self,
         model: &LinRegFit<'_>,
         n: usize,
@@ -301,10 +301,6 @@ impl Setting for LinReg {
         rng: &mut Rng,
         draws: &mut Draws,
     ) -> Result<Batch> {
-        if !knobs.distorts_sampling() {
-            draws.add(n, n);
-            return self.sample(model, n, rng);
-        }
         let run = model.run;
         if n != run.design.len() {
             return Err(Error::Setting(format!("cannot relabel {n} rows of a design of {}", run.design.len())));
