@@ -27,17 +27,34 @@ jsonl=$OUT/device-check.jsonl md=$OUT/device-check.md
 : >"$jsonl"
 printf '| part | what | value |\n|---|---|---|\n' >"$md"
 WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"; [ -n "${smi_pid:-}" ] && kill "$smi_pid" 2>/dev/null' EXIT
+# On any exit the small logs come back with the results (the device's time is too short to rerun
+# a part only to read why it failed).
+trap 'cp "$WORK"/*.log "$OUT/logs/" 2>/dev/null; rm -rf "$WORK"; [ -n "${smi_pid:-}" ] && kill "$smi_pid" 2>/dev/null' EXIT
 started=$(date +%s)
 
+# Every command has a time limit (seconds) so that one slow or hung part cannot take the call's
+# whole budget; a part that would start past DEADLINE is skipped and says so.
 if [ $cpu = 1 ]; then
   THRIVE=${THRIVE:-target/release/thrive} PY=${PY:-scripts/.venv/bin/python}
   device=cpu shape=tiny layers=2 seq=64 ladder="1 2" full_mb="1 2" gen_prompts=8 gen_tokens=32 peer=f32 hf_device=cpu
+  DEADLINE=${DEADLINE:-900} t_make=120 t_parity=300 t_sft=120 t_gen=120
 else
   THRIVE=${THRIVE:-target/cuda/release/thrive} PY=${PY:-python3}
   device=cuda shape=gemma2-2b layers=26 seq=512 ladder="1 2 4 8" full_mb="1 8" gen_prompts=64 gen_tokens=512
   peer=cuda-bf16 hf_device=cuda
+  DEADLINE=${DEADLINE:-500} t_make=90 t_parity=90 t_sft=75 t_gen=90
 fi
+lim() { timeout -k 5 "$@"; }
+# why RC LOG: what a failed command said (its first error line, else its last line)
+why() {
+  local line
+  line=$(grep -m1 -i 'error' "$2" || tail -n 1 "$2")
+  [ "$1" = 124 ] && line="timed out; $line"
+  echo "exit $1: $line" | cut -c1-240
+}
+mkdir -p "$OUT/logs"
+# past SECONDS: true when fewer than SECONDS are left before DEADLINE
+past() { [ $(($(date +%s) - started + $1)) -gt "$DEADLINE" ]; }
 
 # record PART WHAT VALUE [JSON]: one table row and one JSON line
 record() {
@@ -72,7 +89,7 @@ missing=$(ldd "$THRIVE" | grep -c 'not found')
 record libraries "missing after setup" "$missing"
 
 echo "== 3. device against CPU on the tiny fixtures"
-if "$THRIVE" check-device --device "$device" --dtype f32,bf16 \
+if lim $t_parity "$THRIVE" check-device --device "$device" --dtype f32,bf16 \
   --model crates/sft/tests/fixtures/tiny-gemma2 --model crates/sft/tests/fixtures/tiny-gemma3 >"$WORK/parity.jsonl" 2>"$WORK/parity.log"; then
   verdict=pass
 else
@@ -85,22 +102,25 @@ done <"$WORK/parity.jsonl"
 record parity verdict "$verdict"
 
 echo "== 4. LoRA at the $shape shape ($layers layers), sequence $seq"
-"$PY" scripts/make_shape_model.py "$WORK/shape" "$shape" "$layers" >/dev/null 2>"$WORK/make.log" || { tail -n 5 "$WORK/make.log"; exit 1; }
+lim $t_make "$PY" scripts/make_shape_model.py "$WORK/shape" "$shape" "$layers" bfloat16 "$hf_device" >/dev/null 2>"$WORK/make.log" || { tail -n 5 "$WORK/make.log"; exit 1; }
 params=$("$PY" -c 'import json,sys; c=json.load(open(sys.argv[1]+"/config.json")); h,f,l,v=c["hidden_size"],c["intermediate_size"],c["num_hidden_layers"],c["vocab_size"]
 a=c["num_attention_heads"]*c["head_dim"]; k=c["num_key_value_heads"]*c["head_dim"]
 print(l*(h*(2*a+2*k)+3*h*f) + v*h)' "$WORK/shape")
-"$PY" scripts/train_bench_peft.py data "$WORK/shape" "$WORK" 3 8 "$seq" 2>/dev/null
+# 4 steps of the largest micro-batch; each micro-batch MB trains on the first 4 MB rows, so
+# every run takes 4 steps (the first, warm-up, is left out of the rates).
+"$PY" scripts/train_bench_peft.py data "$WORK/shape" "$WORK" 4 8 "$seq" 2>/dev/null
+rows_for() { head -n $((4 * $1)) "$WORK/train.jsonl" >"$WORK/train-$1.jsonl"; echo "$WORK/train-$1.jsonl"; }
 
 # gpu_peak CMD...: runs CMD while sampling the GPU's memory; prints the peak in MiB
 gpu_peak() {
   if [ $cpu = 1 ]; then
-    /usr/bin/time -v -o "$WORK/time" "$@" || return 1
+    lim $t_sft /usr/bin/time -v -o "$WORK/time" "$@" || return 1
     sed -n 's/.*Maximum resident set size (kbytes): //p' "$WORK/time" | awk '{printf "%d\n", $1 / 1024}' >"$WORK/peak"
     return 0
   fi
   nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 >"$WORK/smi" &
   smi_pid=$!
-  "$@"; local rc=$?
+  lim $t_sft "$@"; local rc=$?
   kill $smi_pid; wait $smi_pid 2>/dev/null; smi_pid=
   sort -n "$WORK/smi" | tail -n 1 >"$WORK/peak"
   return $rc
@@ -116,8 +136,8 @@ thrive_sft() { # MODE MB EXTRA...
   local mode=$1 mb=$2; shift 2
   local full=""; [ "$mode" = full ] && full=--full
   rm -rf "$WORK/run"
-  RUST_LOG=thrive_sft=debug NO_COLOR=1 gpu_peak "$THRIVE" sft --model "$WORK/shape" --train "$WORK/train.jsonl" \
-    --valid "$WORK/valid.jsonl" --out "$WORK/run" $full --lora-rank 16 --lora-alpha 32 --sequences-per-step "$mb" \
+  RUST_LOG=thrive_sft=debug NO_COLOR=1 gpu_peak "$THRIVE" sft --model "$WORK/shape" --train "$(rows_for "$mb")" \
+    --valid "$WORK/valid.jsonl" --out "$WORK/run" --no-export $full --lora-rank 16 --lora-alpha 32 --sequences-per-step "$mb" \
     --micro-batch "$mb" --max-len 4096 --device "$device" --checkpoint-every 0 "$@" 2>"$WORK/sft.log" >/dev/null
 }
 # record_rate WHAT MB SECONDS TOKENS: tokens/s, the peak memory of the last gpu_peak, and the
@@ -132,7 +152,7 @@ record_rate() {
     "{\"tokens_per_s\": $tps, \"peak_mib\": $mem, \"mfu_percent\": $mfu}"
 }
 peer_sft() { # MB
-  gpu_peak "$PY" scripts/train_bench_peft.py train "$WORK/shape" "$WORK/train.jsonl" "$1" "$1" lora "$peer" \
+  gpu_peak "$PY" scripts/train_bench_peft.py train "$WORK/shape" "$(rows_for "$1")" "$1" "$1" lora "$peer" \
     >"$WORK/peer.json" 2>"$WORK/peer.log"
 }
 peer_rate() { # the peer's JSON: median seconds a step (first excluded) and target tokens a step
@@ -141,38 +161,52 @@ print(statistics.median(s), statistics.mean(d["tokens_per_step"]))' "$1"
 }
 # Each side climbs the ladder until its first failure (an out-of-memory, as a rule).
 for mb in $ladder; do
-  thrive_sft lora "$mb" ||
-    { record "lora thrive" "micro-batch $mb" "failed: $(grep -m1 -i 'error' "$WORK/sft.log" | cut -c1-200)"; break; }
+  past 60 && { record "lora thrive" "micro-batch $mb" "skipped: past the deadline"; break; }
+  thrive_sft lora "$mb"; rc=$?
+  cp "$WORK/sft.log" "$OUT/logs/lora-thrive-mb$mb.log"
+  [ $rc = 0 ] || { record "lora thrive" "micro-batch $mb" "failed: $(why $rc "$WORK/sft.log")"; break; }
   # shellcheck disable=SC2046
   record_rate "lora thrive" "$mb" $(step_rate "$WORK/sft.log")
 done
 for mb in $ladder; do
-  peer_sft "$mb" || { record "lora peft" "micro-batch $mb" "failed: $(tail -n 1 "$WORK/peer.log" | cut -c1-200)"; break; }
+  past 60 && { record "lora peft" "micro-batch $mb" "skipped: past the deadline"; break; }
+  peer_sft "$mb"; rc=$?
+  cp "$WORK/peer.log" "$OUT/logs/lora-peft-mb$mb.log"
+  [ $rc = 0 ] || { record "lora peft" "micro-batch $mb" "failed: $(why $rc "$WORK/peer.log")"; break; }
   # shellcheck disable=SC2046
   record_rate "lora peft" "$mb" $(peer_rate "$WORK/peer.json")
+  [ $cpu = 0 ] && record "lora peft" "micro-batch $mb torch allocated" \
+    "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["peak_gpu_bytes"] >> 20)' "$WORK/peer.json") MiB"
 done
 
 echo "== 5. full fine-tuning memory at the $shape shape"
 for mb in $full_mb; do
   for flags in "" "--gradient-checkpointing"; do
-    if thrive_sft full "$mb" $flags; then
+    past 60 && { record "full thrive" "micro-batch $mb ${flags:-no checkpointing}" "skipped: past the deadline"; continue; }
+    thrive_sft full "$mb" $flags; rc=$?
+    cp "$WORK/sft.log" "$OUT/logs/full-thrive-mb$mb${flags:+-ckpt}.log"
+    if [ $rc = 0 ]; then
       read -r secs tokens < <(step_rate "$WORK/sft.log")
       record "full thrive" "micro-batch $mb ${flags:-no checkpointing}" "peak $(cat "$WORK/peak") MiB, $(python3 -c "print(round($tokens / $secs, 1))") tokens/s"
     else
-      record "full thrive" "micro-batch $mb ${flags:-no checkpointing}" "failed: $(grep -m1 -i 'error' "$WORK/sft.log" | cut -c1-200)"
+      record "full thrive" "micro-batch $mb ${flags:-no checkpointing}" "failed: $(why $rc "$WORK/sft.log")"
     fi
   done
 done
 
 echo "== 6. sampling $gen_prompts prompts x $gen_tokens new tokens"
 prompts=(); for _ in $(seq "$gen_prompts"); do prompts+=(--prompt ""); done
-if "$THRIVE" generate --model "$WORK/shape" --device "$device" --temperature 1 --top-p 1 --ignore-eos \
+if past 30; then
+  record "sampling thrive" "$gen_prompts x $gen_tokens" "skipped: past the deadline"
+elif lim $t_gen "$THRIVE" generate --model "$WORK/shape" --device "$device" --temperature 1 --top-p 1 --ignore-eos \
   --max-new-tokens "$gen_tokens" "${prompts[@]}" >/dev/null 2>"$WORK/gen.log"; then
   record "sampling thrive" "$gen_prompts x $gen_tokens" "$(grep -o '[0-9.]* tokens/s' "$WORK/gen.log" | tail -n 1)"
 else
   record "sampling thrive" "$gen_prompts x $gen_tokens" "failed: $(tail -n 1 "$WORK/gen.log" | cut -c1-200)"
 fi
-if "$PY" scripts/train_bench_peft.py generate "$WORK/shape" "$gen_prompts" "$gen_tokens" "$hf_device" >"$WORK/hf.json" 2>"$WORK/hf.log"; then
+if past 20; then
+  record "sampling hf generate" "$gen_prompts x $gen_tokens" "skipped: past the deadline"
+elif lim $t_gen "$PY" scripts/train_bench_peft.py generate "$WORK/shape" "$gen_prompts" "$gen_tokens" "$hf_device" >"$WORK/hf.json" 2>"$WORK/hf.log"; then
   record "sampling hf generate" "$gen_prompts x $gen_tokens" "$(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["tokens_per_s"], 1), "tokens/s")' "$WORK/hf.json")"
 else
   record "sampling hf generate" "$gen_prompts x $gen_tokens" "failed: $(tail -n 1 "$WORK/hf.log" | cut -c1-200)"

@@ -144,6 +144,10 @@ pub struct Args {
     /// Also write merged weights (merged/) for LoRA; always written for --full.
     #[arg(long)]
     merged: bool,
+    /// Write neither adapter/ nor merged/ at the end, only the metrics and manifest (benchmarks:
+    /// a full fine-tune of a 2B model would write gigabytes).
+    #[arg(long, conflicts_with = "merged")]
+    no_export: bool,
     #[arg(long, value_enum, default_value = "auto")]
     device: DeviceKind,
     /// Precision of the frozen weights and activations [default: bf16 on CUDA, f32 on the
@@ -167,7 +171,7 @@ pub fn run(a: Args) -> Result<()> {
         resume: a.resume,
         stop_after: a.stop_after,
         export_merged: a.merged,
-        skip_export: false,
+        skip_export: a.no_export,
         progress: None,
     };
     let outcome = train(&mut model, &enc, (&train_set, &valid_set), &cfg, &a.out, control)?;
