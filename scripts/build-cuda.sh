@@ -21,6 +21,13 @@ fi
 CARGO_TARGET_DIR=target/cuda cargo build --release --locked -p thrive-cli --features cuda "$@"
 strip target/cuda/release/thrive
 ls -la target/cuda/release/thrive
+# The device tool carries at most 64 MiB: the binary (about 100 MB with candle's kernels) travels
+# gzipped (about 31 MB); scripts/device-check.sh unpacks it.
+if [ "$(stat -c %s target/cuda/release/thrive)" -gt $((64 << 20)) ]; then
+  gzip -6 -c target/cuda/release/thrive >target/cuda/release/thrive.gz.tmp
+  mv target/cuda/release/thrive.gz.tmp target/cuda/release/thrive.gz
+  ls -la target/cuda/release/thrive.gz
+fi
 cat >&2 <<'NOTE'
 >> On the GPU machine the binary needs libcuda.so.1 (the driver), libcudart.so.13,
    libcublas.so.13, libcublasLt.so.13, libcurand.so.10 and libnvrtc.so.13 (see ldd);
