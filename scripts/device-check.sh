@@ -16,7 +16,9 @@
 #   bash scripts/device-check.sh          on the device (wants under 8 minutes)
 #   bash scripts/device-check.sh --cpu    every part on tiny shapes on this machine's CPU, with
 #                                         target/release/thrive, to rehearse the script
-# env: OUT (default checkpoints/device-check), THRIVE (the binary), PY (python3)
+# env: OUT (default checkpoints/device-check), THRIVE (the binary), PY (python3), DEADLINE
+#      (seconds; later parts are skipped past it), SKIP_PEER=1 (thrive's side only: a rerun after
+#      a change, beside the peer's figures of an earlier call)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 cpu=0; [ "${1:-}" = --cpu ] && cpu=1
@@ -29,7 +31,10 @@ printf '| part | what | value |\n|---|---|---|\n' >"$md"
 WORK=$(mktemp -d)
 # On any exit the small logs come back with the results (the device's time is too short to rerun
 # a part only to read why it failed).
-trap 'cp "$WORK"/*.log "$OUT/logs/" 2>/dev/null; rm -rf "$WORK"; [ -n "${smi_pid:-}" ] && kill "$smi_pid" 2>/dev/null' EXIT
+# The device tool brings back at most 8 files, so every log goes into one: logs.txt.
+keep_log() { { echo "=== $1"; cat "$2"; } >>"$OUT/logs.txt" 2>/dev/null; }
+: >"$OUT/logs.txt"
+trap 'for f in "$WORK"/*.log; do keep_log "$(basename "$f")" "$f"; done; rm -rf "$WORK"; [ -n "${smi_pid:-}" ] && kill "$smi_pid" 2>/dev/null' EXIT
 started=$(date +%s)
 
 # Every command has a time limit (seconds) so that one slow or hung part cannot take the call's
@@ -56,7 +61,6 @@ why() {
   [ "$1" = 124 ] && line="timed out; $line"
   echo "exit $1: $line" | cut -c1-240
 }
-mkdir -p "$OUT/logs"
 # past SECONDS: true when fewer than SECONDS are left before DEADLINE
 past() { [ $(($(date +%s) - started + $1)) -gt "$DEADLINE" ]; }
 
@@ -167,15 +171,16 @@ print(statistics.median(s), statistics.mean(d["tokens_per_step"]))' "$1"
 for mb in $ladder; do
   past 60 && { record "lora thrive" "micro-batch $mb" "skipped: past the deadline"; break; }
   thrive_sft lora "$mb"; rc=$?
-  cp "$WORK/sft.log" "$OUT/logs/lora-thrive-mb$mb.log"
+  keep_log "lora thrive, micro-batch $mb" "$WORK/sft.log"
   [ $rc = 0 ] || { record "lora thrive" "micro-batch $mb" "failed: $(why $rc "$WORK/sft.log")"; break; }
   # shellcheck disable=SC2046
   record_rate "lora thrive" "$mb" $(step_rate "$WORK/sft.log")
 done
 for mb in $ladder; do
+  [ "${SKIP_PEER:-0}" = 1 ] && { record "lora peft" all "skipped (SKIP_PEER=1)"; break; }
   past 60 && { record "lora peft" "micro-batch $mb" "skipped: past the deadline"; break; }
   peer_sft "$mb"; rc=$?
-  cp "$WORK/peer.log" "$OUT/logs/lora-peft-mb$mb.log"
+  keep_log "lora peft, micro-batch $mb" "$WORK/peer.log"
   [ $rc = 0 ] || { record "lora peft" "micro-batch $mb" "failed: $(why $rc "$WORK/peer.log")"; break; }
   # shellcheck disable=SC2046
   record_rate "lora peft" "$mb" $(peer_rate "$WORK/peer.json")
@@ -188,7 +193,7 @@ for mb in $full_mb; do
   for flags in "" "--gradient-checkpointing"; do
     past 60 && { record "full thrive" "micro-batch $mb ${flags:-no checkpointing}" "skipped: past the deadline"; continue; }
     thrive_sft full "$mb" $flags; rc=$?
-    cp "$WORK/sft.log" "$OUT/logs/full-thrive-mb$mb${flags:+-ckpt}.log"
+    keep_log "full thrive, micro-batch $mb $flags" "$WORK/sft.log"
     if [ $rc = 0 ]; then
       read -r secs tokens < <(step_rate "$WORK/sft.log")
       record "full thrive" "micro-batch $mb ${flags:-no checkpointing}" "peak $(cat "$WORK/peak") MiB, $(python3 -c "print(round($tokens / $secs, 1))") tokens/s"
@@ -208,7 +213,9 @@ elif lim $t_gen "$THRIVE" generate --model "$WORK/shape" --device "$device" --te
 else
   record "sampling thrive" "$gen_prompts x $gen_tokens" "failed: $(tail -n 1 "$WORK/gen.log" | cut -c1-200)"
 fi
-if past 20; then
+if [ "${SKIP_PEER:-0}" = 1 ]; then
+  record "sampling hf generate" "$gen_prompts x $gen_tokens" "skipped (SKIP_PEER=1)"
+elif past 20; then
   record "sampling hf generate" "$gen_prompts x $gen_tokens" "skipped: past the deadline"
 elif lim $t_gen "$PY" scripts/train_bench_peft.py generate "$WORK/shape" "$gen_prompts" "$gen_tokens" "$hf_device" >"$WORK/hf.json" 2>"$WORK/hf.log"; then
   record "sampling hf generate" "$gen_prompts x $gen_tokens" "$(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["tokens_per_s"], 1), "tokens/s")' "$WORK/hf.json")"

@@ -38,7 +38,7 @@ pub use gguf::{convert_gguf, gguf_model_dir, quantized_source};
 pub use gguf_tokenizer::{read_gguf, tokenizer_from_gguf};
 pub use hub::resolve_model_dir;
 pub use lora::{LoraConfig, LoraLinear, Weight, LORA_TARGETS};
-pub use loss::{loss_and_grads, next_token_loss, next_token_loss_in_chunks, Batch};
+pub use loss::{loss_and_grads, loss_and_grads_planned, next_token_loss, next_token_loss_in_chunks, Batch, LossPlan};
 pub use model::{Gemma, KvCache};
 pub use optim::{clip_grad_norm, grads_of, AdamW, AdamWParams};
 pub use settings::{SettingError, SftSettings};

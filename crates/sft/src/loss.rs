@@ -18,9 +18,23 @@ pub struct Batch {
     pub target_mask: Vec<Vec<u8>>,
 }
 
-/// Logit values (rows × vocabulary) computed at once by the loss: 2²⁴ f32 values are 64 MiB, a
-/// chunk of 64 rows of Gemma's 262,144-token vocabulary.
+/// Logit values (rows × vocabulary) computed at once by the loss on the CPU: 2²⁴ f32 values
+/// are 64 MiB, a chunk of 64 rows of Gemma's 262,144-token vocabulary.
 const LOSS_CHUNK_VALUES: usize = 1 << 24;
+
+/// The same on a GPU: 2²⁸ f32 values (1 GiB, 1,024 rows of 262,144). Each chunk reads the whole
+/// output matrix three times and launches a fixed number of kernels, so 64-row chunks left an
+/// H200 mostly waiting (docs: the device check); the backward of a chunk holds about five such
+/// tensors.
+const LOSS_CHUNK_VALUES_GPU: usize = 1 << 28;
+
+/// How the loss is computed; the loss and gradients do not depend on it (tests compare them).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LossPlan {
+    /// Target rows per chunk [default: about 2²⁴ logits on the CPU, 2²⁸ on a GPU].
+    pub chunk_rows: Option<usize>,
+}
 
 /// Mean cross-entropy (nats per target token) of predicting each target token from the ones
 /// before it, and the number of target tokens. `dropout_rng` enables LoRA dropout.
@@ -29,14 +43,14 @@ pub fn next_token_loss(
     batch: &Batch,
     dropout_rng: Option<&mut thrive_core::Rng>,
 ) -> Result<(Tensor, usize)> {
-    loss_with(model, batch, dropout_rng, None, None)
+    loss_with(model, batch, dropout_rng, None, LossPlan::default())
 }
 
 /// [`next_token_loss`] with the logits computed `rows` target positions at a time (the default
 /// keeps a chunk near 2²⁴ values); the result does not depend on it. For tests.
 #[doc(hidden)]
 pub fn next_token_loss_in_chunks(model: &Gemma, batch: &Batch, rows: usize) -> Result<(Tensor, usize)> {
-    loss_with(model, batch, None, None, Some(rows))
+    loss_with(model, batch, None, None, LossPlan { chunk_rows: Some(rows) })
 }
 
 /// The loss, optionally with gradient checkpointing (see [`Gemma::hidden_states_with`]).
@@ -49,7 +63,7 @@ fn loss_with(
     batch: &Batch,
     dropout_rng: Option<&mut thrive_core::Rng>,
     checkpoint: Option<&GradSink>,
-    chunk_rows: Option<usize>,
+    plan: LossPlan,
 ) -> Result<(Tensor, usize)> {
     let (b, seq) = batch.input_ids.dims2()?;
     debug_assert_eq!(batch.attention_mask.len(), b);
@@ -72,23 +86,36 @@ fn loss_with(
     let hidden = hidden.reshape((b * seq, hidden.dim(D::Minus1)?))?;
     let device = hidden.device().clone();
     let picked = hidden.index_select(&Tensor::from_vec(rows, n, &device)?, 0)?;
-    let chunk = chunk_rows.unwrap_or(LOSS_CHUNK_VALUES / model.cfg.vocab_size).max(1);
+    let per_chunk = if device.is_cpu() { LOSS_CHUNK_VALUES } else { LOSS_CHUNK_VALUES_GPU };
+    let chunk = plan.chunk_rows.unwrap_or(per_chunk / model.cfg.vocab_size).max(1);
+    // The CPU's fused cross-entropy op takes the f32 logits the output layer gives there; on a
+    // GPU the hand-written backward replaces autograd through candle's ops.
+    let manual = model.uses_manual_backward();
     let mut total: Option<Tensor> = None;
     for start in (0..n).step_by(chunk) {
         let len = chunk.min(n - start);
         let t = targets[start..start + len].to_vec();
-        let owned = model.clone();
-        // Summed negative log-likelihood of one chunk of rows.
-        let body = move |a: &[Tensor], _: Option<&mut thrive_core::Rng>| -> Result<Tensor> {
-            let logits = owned.uncapped_logits(&a[0], a.get(1))?;
-            Ok(cross_entropy_rows(&logits, &t, owned.cfg.final_logit_softcapping)?.sum_all()?)
-        };
         let rows = picked.narrow(0, start, len)?;
         let inputs: Vec<&Tensor> = match model.embed_var() {
             Some(e) => vec![&rows, e.as_tensor()],
             None => vec![&rows],
         };
-        let (nll, _) = recompute("next-token-loss", &inputs, Arc::new(body), Recompute::default())?;
+        let (nll, _) = if manual {
+            let chunk = ChunkLoss { model: model.clone(), targets: Arc::new(t) };
+            let (fwd, bwd) = (chunk.clone(), chunk);
+            let body = move |a: &[Tensor], _: Option<&mut thrive_core::Rng>| fwd.forward(a);
+            let backward = move |a: &[Tensor], g: &Tensor| bwd.backward(a, g);
+            let extra = Recompute { backward: Some(Arc::new(backward)), ..Recompute::default() };
+            recompute("next-token-loss", &inputs, Arc::new(body), extra)?
+        } else {
+            let owned = model.clone();
+            // Summed negative log-likelihood of one chunk of rows.
+            let body = move |a: &[Tensor], _: Option<&mut thrive_core::Rng>| -> Result<Tensor> {
+                let logits = owned.uncapped_logits(&a[0], a.get(1))?;
+                Ok(cross_entropy_rows(&logits, &t, owned.cfg.final_logit_softcapping)?.sum_all()?)
+            };
+            recompute("next-token-loss", &inputs, Arc::new(body), Recompute::default())?
+        };
         total = Some(match total {
             None => nll,
             Some(s) => (s + nll)?,
@@ -96,6 +123,71 @@ fn loss_with(
     }
     let total = total.expect("n > 0");
     Ok(((total / n as f64)?, n))
+}
+
+/// One chunk's summed negative log-likelihood with a hand-written backward: inputs are the
+/// chunk's hidden rows (rows, hidden) and, when it is trained, the embedding (vocab, hidden).
+#[derive(Clone)]
+struct ChunkLoss {
+    model: Gemma,
+    targets: Arc<Vec<u32>>,
+}
+
+impl ChunkLoss {
+    /// f32 logits after the final soft-capping, and the cap's slope 1 − tanh² where there is one.
+    fn capped(&self, a: &[Tensor]) -> Result<(Tensor, Option<Tensor>)> {
+        let logits = self.model.uncapped_logits(&a[0], a.get(1))?;
+        Ok(match self.model.cfg.final_logit_softcapping {
+            Some(cap) => {
+                let t = (logits / cap)?.tanh()?;
+                let slope = t.sqr()?.affine(-1.0, 1.0)?;
+                ((t * cap)?, Some(slope))
+            }
+            None => (logits, None),
+        })
+    }
+
+    fn targets(&self, device: &candle_core::Device) -> Result<Tensor> {
+        Ok(Tensor::from_vec(self.targets.to_vec(), (self.targets.len(), 1), device)?)
+    }
+
+    /// Σ (log Σ exp(capped) − capped[target]) over the rows: two passes over the logits fewer
+    /// than log-softmax, which also subtracts the log-sum-exp from every entry.
+    fn forward(&self, a: &[Tensor]) -> Result<Tensor> {
+        let logits = self.model.uncapped_logits(&a[0], a.get(1))?;
+        let capped = match self.model.cfg.final_logit_softcapping {
+            Some(cap) => ((logits / cap)?.tanh()? * cap)?,
+            None => logits,
+        };
+        let max = capped.max_keepdim(D::Minus1)?;
+        let lse = (capped.broadcast_sub(&max)?.exp()?.sum_keepdim(D::Minus1)?.log()? + max)?;
+        let picked = capped.gather(&self.targets(capped.device())?, D::Minus1)?;
+        Ok((lse - picked)?.sum_all()?)
+    }
+
+    /// d/dcapped = softmax − one-hot (candle's fused softmax), times the cap's slope, times the
+    /// output's gradient; then through the output matmul to the rows and, when trained, the
+    /// embedding.
+    fn backward(&self, a: &[Tensor], grad: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let (rows, dtype) = (&a[0], a[0].dtype());
+        let (capped, slope) = self.capped(a)?;
+        let probs = candle_nn::ops::softmax_last_dim(&capped)?;
+        drop(capped);
+        let t = self.targets(probs.device())?;
+        let minus_one = Tensor::full(-1f32, (self.targets.len(), 1), probs.device())?;
+        let mut d = probs.scatter_add(&t, &minus_one, D::Minus1)?.broadcast_mul(&grad.to_dtype(DType::F32)?)?;
+        if let Some(s) = slope {
+            d = (d * s)?;
+        }
+        let d = d.to_dtype(dtype)?;
+        let w = self.model.output_weight(a.get(1), dtype)?;
+        let d_rows = d.matmul(&w)?;
+        let d_embed = match a.get(1) {
+            Some(e) => Some(d.t()?.matmul(rows)?.to_dtype(e.dtype())?),
+            None => None,
+        };
+        Ok(std::iter::once(Some(d_rows)).chain(a.get(1).map(|_| d_embed)).collect())
+    }
 }
 
 /// One micro-batch's share of a step: the summed loss of its targets divided by `denominator`
@@ -111,8 +203,22 @@ pub fn loss_and_grads(
     denominator: usize,
     vars: &[Var],
 ) -> Result<(f64, usize, Vec<Tensor>)> {
+    loss_and_grads_planned(model, batch, dropout_rng, checkpointing, denominator, vars, LossPlan::default())
+}
+
+/// [`loss_and_grads`] with the loss computed as `plan` says. For tests.
+#[doc(hidden)]
+pub fn loss_and_grads_planned(
+    model: &Gemma,
+    batch: &Batch,
+    dropout_rng: Option<&mut thrive_core::Rng>,
+    checkpointing: bool,
+    denominator: usize,
+    vars: &[Var],
+    plan: LossPlan,
+) -> Result<(f64, usize, Vec<Tensor>)> {
     let sink = checkpointing.then(GradSink::default);
-    let (loss, n) = loss_with(model, batch, dropout_rng, sink.as_ref(), None)?;
+    let (loss, n) = loss_with(model, batch, dropout_rng, sink.as_ref(), plan)?;
     let weighted = (loss * (n as f64 / denominator.max(1) as f64))?;
     let value = weighted.to_dtype(DType::F64)?.to_scalar::<f64>()?;
     let store = weighted.backward()?;

@@ -112,6 +112,12 @@ pub struct Gemma {
     dtype: DType,
     device: Device,
     erf_gelu: bool,
+    /// Hand-written backward passes for attention and the loss (fused softmax, no autograd
+    /// graph): `None` uses them on GPUs, where candle's composite ops each cost a kernel launch
+    /// and a pass over (seq × seq) or (rows × vocabulary) values, and not on the CPU, whose
+    /// results stay bit-identical. Tests set it to compare both paths on the CPU.
+    #[doc(hidden)]
+    pub manual_backward: Option<bool>,
 }
 
 /// Loads every tensor of a model directory (single file or sharded with an index).
@@ -219,7 +225,17 @@ impl Gemma {
         }
         let final_norm = norm(take("model.norm.weight", &[h])?)?;
         let erf_gelu = cfg.hidden_activation == "gelu";
-        Ok(Gemma { cfg, embed, embed_var: None, layers, final_norm, dtype, device: device.clone(), erf_gelu })
+        Ok(Gemma {
+            cfg,
+            embed,
+            embed_var: None,
+            layers,
+            final_norm,
+            dtype,
+            device: device.clone(),
+            erf_gelu,
+            manual_backward: None,
+        })
     }
 
     /// For full fine-tuning: every weight read in f32 and made trainable (the f32 master
@@ -482,6 +498,7 @@ impl Gemma {
                 softcap: cfg.attn_logit_softcapping,
                 heads: (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim),
                 erf_gelu: self.erf_gelu,
+                manual_backward: self.uses_manual_backward(),
             };
             x = match checkpoint {
                 None => layer.forward(&x, &pass, dropout_rng.as_deref_mut())?,
@@ -489,7 +506,12 @@ impl Gemma {
                     let params = layer.trainable_vars();
                     let owned = layer.clone();
                     let body = Arc::new(move |a: &[Tensor], rng: Option<&mut Rng>| owned.forward(&a[0], &pass, rng));
-                    let extra = Recompute { rng: dropout_rng.as_deref().cloned(), params, sink: Some(sink.clone()) };
+                    let extra = Recompute {
+                        rng: dropout_rng.as_deref().cloned(),
+                        params,
+                        sink: Some(sink.clone()),
+                        backward: None,
+                    };
                     let (out, after) = recompute("decoder-layer", &[&x], body, extra)?;
                     if let (Some(r), Some(after)) = (dropout_rng.as_deref_mut(), after) {
                         *r = after;
@@ -528,6 +550,20 @@ impl Gemma {
         Ok(logits.to_dtype(DType::F32)?)
     }
 
+    /// The output layer's (vocab, hidden) weight in `dtype`: `embed` when the embedding is trained,
+    /// else the frozen one (quantized weights are never trained, so never asked for).
+    pub(crate) fn output_weight(&self, embed: Option<&Tensor>, dtype: DType) -> Result<Tensor> {
+        Ok(match embed {
+            Some(e) => e.to_dtype(dtype)?,
+            None => self.embed.dense()?.to_dtype(dtype)?,
+        })
+    }
+
+    /// Whether attention and the loss use their hand-written backward passes.
+    pub(crate) fn uses_manual_backward(&self) -> bool {
+        self.manual_backward.unwrap_or(!self.device.is_cpu())
+    }
+
     /// The trained embedding, when there is one (full fine-tuning).
     pub(crate) fn embed_var(&self) -> Option<&Var> {
         self.embed_var.as_ref()
@@ -552,6 +588,8 @@ struct LayerPass {
     /// (query heads, key/value heads, head dim).
     heads: (usize, usize, usize),
     erf_gelu: bool,
+    /// Attention's hand-written backward (see [`Gemma::manual_backward`]).
+    manual_backward: bool,
 }
 
 impl Layer {
@@ -607,32 +645,111 @@ fn geglu(gate: &Tensor, up: &Tensor, erf: bool) -> Result<Tensor> {
 /// Scaled dot-product attention of q (batch, seq, heads, hd) over k and v (batch, seq, kv heads,
 /// hd), rotary embeddings included, in f32; returns (batch, seq, heads · hd) in q's dtype. Only
 /// the inputs and the output are kept: the (seq × seq) scores and probabilities are recomputed
-/// in the backward pass, one layer at a time.
+/// in the backward pass, one layer at a time, through autograd or (`pass.manual_backward`) the
+/// hand-written [`AttentionCore::backward`].
 fn attention(q: &Tensor, k: &Tensor, v: &Tensor, pass: &LayerPass) -> Result<Tensor> {
-    let pass = pass.clone();
-    let body = move |a: &[Tensor], _: Option<&mut Rng>| -> Result<Tensor> {
+    let core = AttentionCore(pass.clone());
+    let (fwd, bwd) = (core.clone(), core);
+    let body = move |a: &[Tensor], _: Option<&mut Rng>| -> Result<Tensor> { fwd.forward(a) };
+    let mut extra = Recompute::default();
+    if pass.manual_backward {
+        extra.backward = Some(Arc::new(move |a: &[Tensor], g: &Tensor| bwd.backward(a, g)));
+    }
+    Ok(recompute("attention", &[q, k, v], Arc::new(body), extra)?.0)
+}
+
+#[derive(Clone)]
+struct AttentionCore(LayerPass);
+
+impl AttentionCore {
+    /// (batch, heads, seq, hd) in f32.
+    fn heads_first(t: &Tensor) -> Result<Tensor> {
+        Ok(t.to_dtype(DType::F32)?.transpose(1, 2)?.contiguous()?)
+    }
+
+    /// q and k with rotary embeddings, v, all heads-first in f32; q stacked as (batch, kv heads,
+    /// g · seq, hd): the g query heads that share a key/value head (head h uses kv head h / g, as
+    /// transformers' repeat_kv) lie along the query axis, so k and v are never copied.
+    fn qkv(&self, a: &[Tensor]) -> Result<(Tensor, Tensor, Tensor)> {
+        let p = &self.0;
+        let (b, seq, _, hd) = a[0].dims4()?;
+        let nkv = a[1].dim(2)?;
+        let q = candle_nn::rotary_emb::rope_slow(&Self::heads_first(&a[0])?, &p.cos, &p.sin)?;
+        let k = candle_nn::rotary_emb::rope_slow(&Self::heads_first(&a[1])?, &p.cos, &p.sin)?;
+        let g = a[0].dim(2)? / nkv;
+        Ok((q.reshape((b, nkv, g * seq, hd))?, k, Self::heads_first(&a[2])?))
+    }
+
+    /// Masked scores (batch, kv heads, g · seq, seq), and tanh of the scaled scores when they are
+    /// soft-capped (the cap's slope is 1 − tanh²).
+    fn scores(&self, q: &Tensor, k: &Tensor) -> Result<(Tensor, Option<Tensor>)> {
+        let p = &self.0;
+        let (b, nkv, gs, seq) = (q.dim(0)?, q.dim(1)?, q.dim(2)?, k.dim(2)?);
+        let mut scores = (q.matmul(&k.t()?)? * p.scaling)?;
+        let mut tanh = None;
+        if let Some(cap) = p.softcap {
+            let t = (scores / cap)?.tanh()?;
+            scores = (&t * cap)?;
+            tanh = Some(t);
+        }
+        let masked = scores.reshape((b, nkv, gs / seq, seq, seq))?.broadcast_add(&p.mask.unsqueeze(1)?)?;
+        Ok((masked.reshape((b, nkv, gs, seq))?, tanh))
+    }
+
+    /// (batch, kv heads, g · seq, hd) back to (batch, seq, heads · hd) in `dtype`.
+    fn merge_heads(x: &Tensor, nh: usize, dtype: DType) -> Result<Tensor> {
+        let (b, _, gs, hd) = x.dims4()?;
+        let seq = gs * x.dim(1)? / nh;
+        Ok(x.reshape((b, nh, seq, hd))?.transpose(1, 2)?.reshape((b, seq, nh * hd))?.to_dtype(dtype)?)
+    }
+
+    fn forward(&self, a: &[Tensor]) -> Result<Tensor> {
+        let (q, k, v) = self.qkv(a)?;
+        let (scores, _) = self.scores(&q, &k)?;
+        let probs = if self.0.manual_backward {
+            // The forward pass keeps no graph, so candle's fused softmax (no backward) serves.
+            candle_nn::ops::softmax_last_dim(&scores)?
+        } else {
+            candle_nn::ops::softmax(&scores, D::Minus1)?
+        };
+        Self::merge_heads(&probs.matmul(&v)?, a[0].dim(2)?, a[0].dtype())
+    }
+
+    /// The gradients of q, k and v (as given: (batch, seq, heads, hd), before the rotary
+    /// embeddings, in their dtype) from the output's gradient, with the probabilities
+    /// recomputed once; FlashAttention's backward, written in whole-matrix ops.
+    fn backward(&self, a: &[Tensor], grad: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let p = &self.0;
         let (b, seq, nh, hd) = a[0].dims4()?;
         let nkv = a[1].dim(2)?;
-        let dtype = a[0].dtype();
-        let heads_first = |t: &Tensor| -> Result<Tensor> { Ok(t.to_dtype(DType::F32)?.transpose(1, 2)?.contiguous()?) };
-        let q = candle_nn::rotary_emb::rope_slow(&heads_first(&a[0])?, &pass.cos, &pass.sin)?;
-        let k = candle_nn::rotary_emb::rope_slow(&heads_first(&a[1])?, &pass.cos, &pass.sin)?;
-        let v = heads_first(&a[2])?;
-        // Grouped-query attention without copies of k and v: the g query heads that share a
-        // key/value head (head h uses kv head h / g, as transformers' repeat_kv) are stacked
-        // along the query axis.
-        let g = nh / nkv;
-        let q = q.reshape((b, nkv, g * seq, hd))?;
-        let mut scores = (q.matmul(&k.t()?)? * pass.scaling)?;
-        if let Some(cap) = pass.softcap {
-            scores = ((scores / cap)?.tanh()? * cap)?;
+        let (q, k, v) = self.qkv(a)?;
+        let (scores, tanh) = self.scores(&q, &k)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        drop(scores);
+        // The output's gradient in the layout of probs · v.
+        let d_out = Self::heads_first(&grad.reshape((b, seq, nh, hd))?)?.reshape((b, nkv, nh / nkv * seq, hd))?;
+        let d_v = probs.t()?.matmul(&d_out)?;
+        let d_probs = d_out.matmul(&v.t()?)?;
+        // Softmax: dS = P ⊙ (dP − Σ_j dP ⊙ P).
+        let row = (&d_probs * &probs)?.sum_keepdim(D::Minus1)?;
+        let mut d_scores = (d_probs.broadcast_sub(&row)? * &probs)?;
+        drop(probs);
+        if let Some(t) = tanh {
+            d_scores = (d_scores * t.sqr()?.affine(-1.0, 1.0)?)?;
         }
-        let scores = scores.reshape((b, nkv, g, seq, seq))?.broadcast_add(&pass.mask.unsqueeze(1)?)?;
-        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?.reshape((b, nkv, g * seq, seq))?;
-        let attn = probs.matmul(&v)?.reshape((b, nh, seq, hd))?;
-        Ok(attn.transpose(1, 2)?.reshape((b, seq, nh * hd))?.to_dtype(dtype)?)
-    };
-    Ok(recompute("attention", &[q, k, v], Arc::new(body), Recompute::default())?.0)
+        let d_scores = (d_scores * p.scaling)?;
+        let d_q = d_scores.matmul(&k)?.reshape((b, nh, seq, hd))?;
+        let d_k = d_scores.t()?.matmul(&q)?;
+        // RoPE is a rotation: its transpose is the rotation by minus the angle.
+        let minus_sin = p.sin.neg()?;
+        let unrope = |x: &Tensor| candle_nn::rotary_emb::rope_slow(x, &p.cos, &minus_sin);
+        let back = |x: Tensor, dtype: DType| -> Result<Tensor> { Ok(x.transpose(1, 2)?.to_dtype(dtype)?) };
+        Ok(vec![
+            Some(back(unrope(&d_q)?, a[0].dtype())?),
+            Some(back(unrope(&d_k)?, a[1].dtype())?),
+            Some(back(d_v, a[2].dtype())?),
+        ])
+    }
 }
 
 impl Gemma {

@@ -111,6 +111,11 @@ impl GradSink {
 /// The function a [`recompute`] op runs: inputs, and the dropout stream when there is one.
 pub type Body = dyn Fn(&[Tensor], Option<&mut Rng>) -> crate::Result<Tensor> + Send + Sync;
 
+/// A hand-written backward for a recomputed function: the inputs and the output's gradient give
+/// each input's gradient. It may use ops that have no backward of their own (candle's fused
+/// softmax) and skips the graph that autograd would record and walk.
+pub type ManualBackward = dyn Fn(&[Tensor], &Tensor) -> crate::Result<Vec<Option<Tensor>>> + Send + Sync;
+
 /// What a recomputed function needs besides its inputs.
 #[derive(Default)]
 pub struct Recompute {
@@ -119,6 +124,9 @@ pub struct Recompute {
     /// Trainable tensors used by the body that are not inputs, and where their gradients go.
     pub params: Vec<Var>,
     pub sink: Option<GradSink>,
+    /// Replaces autograd through the body in the backward pass (only for bodies without
+    /// dropout or `params`).
+    pub backward: Option<Arc<ManualBackward>>,
 }
 
 /// Applies `body` to `inputs` (one to three tensors) without keeping its intermediate values.
@@ -148,6 +156,7 @@ pub fn recompute(
         after: Mutex::new(None),
         params: extra.params,
         sink: extra.sink,
+        manual: extra.backward,
     });
     let out = match inputs.len() {
         1 => first.apply_op1_arc(Arc::new(Box::new(Shared(op.clone()))))?,
@@ -169,6 +178,7 @@ struct RecomputeOp {
     after: Mutex<Option<Rng>>,
     params: Vec<Var>,
     sink: Option<GradSink>,
+    manual: Option<Arc<ManualBackward>>,
 }
 
 /// An op's output as a storage of its own (a copy: candle gives no way to move a storage out of
@@ -220,6 +230,10 @@ impl RecomputeOp {
 
     /// Runs the body again on fresh variables and backpropagates `grad` through it.
     fn backward(&self, args: &[&Tensor], grad: &Tensor) -> CResult<Vec<Option<Tensor>>> {
+        if let Some(manual) = &self.manual {
+            let inputs: Vec<Tensor> = args.iter().map(|a| a.detach()).collect();
+            return manual(&inputs, &grad.detach()).map_err(to_candle);
+        }
         let vars = args.iter().map(|a| Var::from_tensor(&a.detach())).collect::<CResult<Vec<_>>>()?;
         let inputs: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
         let mut rng = self.rng.clone();

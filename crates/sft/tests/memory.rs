@@ -8,7 +8,10 @@ mod common;
 use candle_core::{DType, Device, Tensor, Var};
 use common::*;
 use std::path::PathBuf;
-use thrive_sft::{loss_and_grads, next_token_loss, next_token_loss_in_chunks, AdamW, AdamWParams, Gemma, LoraConfig};
+use thrive_sft::{
+    loss_and_grads, loss_and_grads_planned, next_token_loss, next_token_loss_in_chunks, AdamW, AdamWParams, Gemma,
+    LoraConfig, LossPlan,
+};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
@@ -99,6 +102,44 @@ fn the_loss_in_chunks_equals_the_loss_at_once() {
 }
 
 #[test]
+fn the_gpu_backward_passes_equal_autograd_and_the_fused_cpu_loss() {
+    // On a GPU, attention and each loss chunk have hand-written backward passes (candle's fused
+    // softmax, no autograd graph). Run here on the CPU against autograd through attention and
+    // the CPU's fused cross-entropy op, for LoRA and for full fine-tuning (the tied embedding
+    // takes a gradient through the loss too), with Gemma 2's soft-capping and Gemma 3's QK norms,
+    // with and without gradient checkpointing, in one loss chunk and in several.
+    for name in ["tiny-gemma2", "tiny-gemma3"] {
+        let b = batch(&reference(name));
+        for full in [false, true] {
+            let (mut model, vars) = if full {
+                let mut m = Gemma::load(&fixture(name), DType::F32, &Device::Cpu).unwrap();
+                m.make_all_trainable().unwrap();
+                let vars = m.trainable().into_iter().map(|(_, v)| v).collect();
+                (m, vars)
+            } else {
+                lora_model(name, DType::F32, 0.0)
+            };
+            model.manual_backward = Some(false);
+            let plain = LossPlan::default();
+            let (l0, n0, g0) = loss_and_grads_planned(&model, &b, None, false, 7, &vars, plain).unwrap();
+            model.manual_backward = Some(true);
+            for (rows, checkpointing) in [(None, false), (Some(3), false), (None, true)] {
+                let plan = LossPlan { chunk_rows: rows };
+                let (l1, n1, g1) = loss_and_grads_planned(&model, &b, None, checkpointing, 7, &vars, plan).unwrap();
+                let case = format!("{name} full={full} rows={rows:?} checkpointing={checkpointing}");
+                assert_eq!(n0, n1);
+                assert!((l0 - l1).abs() <= 1e-6 * l0.abs(), "{case}: loss {l1} vs {l0}");
+                for (i, (a, c)) in g0.iter().zip(&g1).enumerate() {
+                    if max_abs(a) > 0.0 {
+                        assert_close(&format!("{case} var {i}"), c, a, 1e-5);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn frozen_weights_get_no_gradient() {
     // candle's own matmul would store a gradient for every weight it multiplies, the tied
     // (vocabulary, hidden) embedding included.
@@ -126,11 +167,16 @@ fn bf16_compute_stays_within_bf16_tolerance_of_f32_with_f32_state() {
             c.set(a.as_tensor()).unwrap(); // the same adapters (both drew B from randn)
         }
         let (l32, _, g32) = loss_and_grads(&m32, &b, None, false, 1, &v32).unwrap();
-        let (l16, _, g16) = loss_and_grads(&m16, &b, None, false, 1, &v16).unwrap();
-        assert!((l32 - l16).abs() <= 2e-2 * l32.abs(), "{name}: bf16 loss {l16} vs f32 {l32}");
-        for (i, (a, c)) in g32.iter().zip(&g16).enumerate() {
-            assert_eq!(c.dtype(), DType::F32, "{name}: gradient {i} is not f32");
-            assert_close(&format!("{name} bf16 var {i}"), c, a, 0.1);
+        // bf16 through both backward paths: the CPU's and the GPU's hand-written one.
+        let mut m16 = m16;
+        for manual in [false, true] {
+            m16.manual_backward = Some(manual);
+            let (l16, _, g16) = loss_and_grads(&m16, &b, None, false, 1, &v16).unwrap();
+            assert!((l32 - l16).abs() <= 2e-2 * l32.abs(), "{name} manual={manual}: bf16 loss {l16} vs f32 {l32}");
+            for (i, (a, c)) in g32.iter().zip(&g16).enumerate() {
+                assert_eq!(c.dtype(), DType::F32, "{name}: gradient {i} is not f32");
+                assert_close(&format!("{name} manual={manual} bf16 var {i}"), c, a, 0.1);
+            }
         }
         let opt = AdamW::new(v16.clone(), AdamWParams::default()).unwrap();
         assert!(v16.iter().all(|v| v.dtype() == DType::F32), "{name}: LoRA masters are f32");
