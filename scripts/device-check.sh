@@ -18,7 +18,8 @@
 #                                         target/release/thrive, to rehearse the script
 # env: OUT (default checkpoints/device-check), THRIVE (the binary), PY (python3), DEADLINE
 #      (seconds; later parts are skipped past it), SKIP_PEER=1 (thrive's side only: a rerun after
-#      a change, beside the peer's figures of an earlier call)
+#      a change, beside the peer's figures of an earlier call), PEER_LADDER (the peer's
+#      micro-batches, default the same ladder as thrive's)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 cpu=0; [ "${1:-}" = --cpu ] && cpu=1
@@ -176,7 +177,7 @@ for mb in $ladder; do
   # shellcheck disable=SC2046
   record_rate "lora thrive" "$mb" $(step_rate "$WORK/sft.log")
 done
-for mb in $ladder; do
+for mb in ${PEER_LADDER:-$ladder}; do
   [ "${SKIP_PEER:-0}" = 1 ] && { record "lora peft" all "skipped (SKIP_PEER=1)"; break; }
   past 60 && { record "lora peft" "micro-batch $mb" "skipped: past the deadline"; break; }
   peer_sft "$mb"; rc=$?
