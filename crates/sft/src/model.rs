@@ -41,34 +41,22 @@ struct RmsNorm {
 
 impl RmsNorm {
     /// (1 + w) · x / rms(x) over the last axis, in f32, back in x's dtype. Recomputed in the
-    /// backward pass rather than keeping its five intermediate tensors.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let eps = self.eps;
-        let normalize = move |x: &Tensor, scale: &Tensor| -> Result<Tensor> {
-            let dtype = x.dtype();
-            let x = x.to_dtype(DType::F32)?;
-            let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
-            let normed = x.broadcast_div(&(ms + eps)?.sqrt()?)?;
-            Ok(normed.broadcast_mul(scale)?.to_dtype(dtype)?)
+    /// backward pass rather than keeping its five intermediate tensors; with `manual` (GPUs, see
+    /// [`Gemma::manual_backward`]) candle's fused kernel computes it and [`NormCore::backward`]
+    /// gives the gradients.
+    fn forward(&self, x: &Tensor, manual: bool) -> Result<Tensor> {
+        let core = NormCore { eps: self.eps, scale: self.var.is_none().then(|| self.scale.clone()), manual };
+        let (fwd, bwd) = (core.clone(), core);
+        let body = move |a: &[Tensor], _: Option<&mut Rng>| fwd.forward(a);
+        let mut extra = Recompute::default();
+        if manual {
+            extra.backward = Some(Arc::new(move |a: &[Tensor], g: &Tensor| bwd.backward(a, g)));
+        }
+        let inputs: Vec<&Tensor> = match &self.var {
+            Some(v) => vec![x, v.as_tensor()],
+            None => vec![x],
         };
-        let (out, _) = match &self.var {
-            Some(v) => recompute(
-                "rms-norm",
-                &[x, v.as_tensor()],
-                Arc::new(move |a: &[Tensor], _: Option<&mut Rng>| normalize(&a[0], &(&a[1] + 1.0)?)),
-                Recompute::default(),
-            )?,
-            None => {
-                let scale = self.scale.clone();
-                recompute(
-                    "rms-norm",
-                    &[x],
-                    Arc::new(move |a: &[Tensor], _: Option<&mut Rng>| normalize(&a[0], &scale)),
-                    Recompute::default(),
-                )?
-            }
-        };
-        Ok(out)
+        Ok(recompute("rms-norm", &inputs, Arc::new(body), extra)?.0)
     }
 
     fn make_trainable(&mut self) -> Result<Var> {
@@ -76,6 +64,56 @@ impl RmsNorm {
         self.weight = var.as_tensor().clone();
         self.var = Some(var.clone());
         Ok(var)
+    }
+}
+
+/// The norm as a function of x (and w, when it is trained): inputs `[x]` or `[x, w]`.
+#[derive(Clone)]
+struct NormCore {
+    eps: f64,
+    /// 1 + w while w is frozen; `None` when w is the second input.
+    scale: Option<Tensor>,
+    manual: bool,
+}
+
+impl NormCore {
+    fn scale(&self, a: &[Tensor]) -> Result<Tensor> {
+        Ok(match &self.scale {
+            Some(s) => s.clone(),
+            None => (&a[1] + 1.0)?,
+        })
+    }
+
+    fn forward(&self, a: &[Tensor]) -> Result<Tensor> {
+        let (x, scale) = (&a[0], self.scale(a)?);
+        let dtype = x.dtype();
+        let x = x.to_dtype(DType::F32)?;
+        if self.manual {
+            return Ok(candle_nn::ops::rms_norm(&x, &scale, self.eps as f32)?.to_dtype(dtype)?);
+        }
+        let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = x.broadcast_div(&(ms + self.eps)?.sqrt()?)?;
+        Ok(normed.broadcast_mul(&scale)?.to_dtype(dtype)?)
+    }
+
+    /// With r = 1 / rms(x) and s = 1 + w: dx = r · (s ⊙ g − x · r² · mean(x ⊙ s ⊙ g)), and
+    /// dw = Σ over rows of g ⊙ x · r.
+    fn backward(&self, a: &[Tensor], grad: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let (x, scale) = (a[0].to_dtype(DType::F32)?, self.scale(a)?);
+        let g = grad.to_dtype(DType::F32)?;
+        let r = (x.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?.sqrt()?.recip()?;
+        let gs = g.broadcast_mul(&scale)?;
+        let dot = (&x * &gs)?.mean_keepdim(D::Minus1)?;
+        let dx = (gs - x.broadcast_mul(&(dot * r.sqr()?)?)?)?.broadcast_mul(&r)?.to_dtype(a[0].dtype())?;
+        let dw = match a.get(1) {
+            Some(w) => {
+                let hidden = x.dim(D::Minus1)?;
+                let xr = x.broadcast_mul(&r)?;
+                Some((g * xr)?.reshape(((), hidden))?.sum(0)?.to_dtype(w.dtype())?)
+            }
+            None => None,
+        };
+        Ok(std::iter::once(Some(dx)).chain(a.get(1).map(|_| dw)).collect())
     }
 }
 
@@ -520,7 +558,7 @@ impl Gemma {
                 }
             };
         }
-        self.final_norm.forward(&x)
+        self.final_norm.forward(&x, self.uses_manual_backward())
     }
 
     /// Logits (rows, vocab) of hidden states (rows, hidden): tied embeddings, final soft-capping.
@@ -597,23 +635,24 @@ impl Layer {
     fn forward(&self, x: &Tensor, pass: &LayerPass, mut rng: Option<&mut Rng>) -> Result<Tensor> {
         let (b, seq, _) = x.dims3()?;
         let (nh, nkv, hd) = pass.heads;
-        let h = self.input_norm.forward(x)?;
+        let m = pass.manual_backward;
+        let h = self.input_norm.forward(x, m)?;
         let q = self.q.forward(&h, rng.as_deref_mut())?.reshape((b, seq, nh, hd))?;
         let k = self.k.forward(&h, rng.as_deref_mut())?.reshape((b, seq, nkv, hd))?;
         let v = self.v.forward(&h, rng.as_deref_mut())?.reshape((b, seq, nkv, hd))?;
         let (q, k) = match (&self.q_norm, &self.k_norm) {
-            (Some(qn), Some(kn)) => (qn.forward(&q)?, kn.forward(&k)?),
+            (Some(qn), Some(kn)) => (qn.forward(&q, m)?, kn.forward(&k, m)?),
             _ => (q, k),
         };
         let attn = attention(&q, &k, &v, pass)?;
         let h = self.o.forward(&attn, rng.as_deref_mut())?;
-        let x = (x + self.post_attn_norm.forward(&h)?)?;
+        let x = (x + self.post_attn_norm.forward(&h, m)?)?;
 
-        let h = self.pre_ff_norm.forward(&x)?;
+        let h = self.pre_ff_norm.forward(&x, m)?;
         let gate = self.gate.forward(&h, rng.as_deref_mut())?;
         let up = self.up.forward(&h, rng.as_deref_mut())?;
         let h = self.down.forward(&geglu(&gate, &up, pass.erf_gelu)?, rng)?;
-        Ok((x + self.post_ff_norm.forward(&h)?)?)
+        Ok((x + self.post_ff_norm.forward(&h, m)?)?)
     }
 
     /// Every trainable tensor of the layer (LoRA matrices, or its weights and norms).
@@ -871,6 +910,8 @@ impl Gemma {
         cache: &mut KvCache,
     ) -> Result<Tensor> {
         let (b, s) = input_ids.dims2()?;
+        // candle's fused RMSNorm on GPUs (as in training); the CPU keeps its composite norm.
+        let fused = self.uses_manual_backward();
         let cfg = &self.cfg;
         let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
         let start = cache.len();
@@ -936,13 +977,13 @@ impl Gemma {
                 * (cfg.hidden_size as f64).sqrt())?;
         for (layer, kv) in self.layers.iter().zip(cache.layers.iter_mut()) {
             let residual = x.clone();
-            let h = layer.input_norm.forward(&x)?;
+            let h = layer.input_norm.forward(&x, fused)?;
             let [q, k, v] = project(&h, [&layer.q, &layer.k, &layer.v])?;
             let q = q.reshape((b, s, nh, hd))?.transpose(1, 2)?;
             let k = k.reshape((b, s, nkv, hd))?.transpose(1, 2)?;
             let v = v.reshape((b, s, nkv, hd))?.transpose(1, 2)?;
             let (q, k) = match (&layer.q_norm, &layer.k_norm) {
-                (Some(qn), Some(kn)) => (qn.forward(&q)?, kn.forward(&k)?),
+                (Some(qn), Some(kn)) => (qn.forward(&q, fused)?, kn.forward(&k, fused)?),
                 _ => (q, k),
             };
             let (_, table) = tables.iter().find(|(b, _)| *b == layer.rope_base.to_bits()).expect("built above");
@@ -966,15 +1007,15 @@ impl Gemma {
             let probs = candle_nn::ops::softmax_last_dim(&scores.reshape((b, nkv, g * s, total))?)?;
             let attn = probs.matmul(&v.contiguous()?)?.reshape((b, nh, s, hd))?;
             let attn = attn.transpose(1, 2)?.reshape((b, s, nh * hd))?.to_dtype(self.dtype)?;
-            x = (residual + layer.post_attn_norm.forward(&layer.o.forward(&attn, None)?)?)?;
+            x = (residual + layer.post_attn_norm.forward(&layer.o.forward(&attn, None)?, fused)?)?;
 
             let residual = x.clone();
-            let h = layer.pre_ff_norm.forward(&x)?;
+            let h = layer.pre_ff_norm.forward(&x, fused)?;
             let [gate, up] = project(&h, [&layer.gate, &layer.up])?;
             let gate = if self.erf_gelu { gate.gelu_erf()? } else { gate.gelu()? };
-            x = (residual + layer.post_ff_norm.forward(&layer.down.forward(&(gate * up)?, None)?)?)?;
+            x = (residual + layer.post_ff_norm.forward(&layer.down.forward(&(gate * up)?, None)?, fused)?)?;
         }
         let last = x.narrow(1, s - 1, 1)?.squeeze(1)?;
-        self.logits_of(&self.final_norm.forward(&last)?)
+        self.logits_of(&self.final_norm.forward(&last, fused)?)
     }
 }
