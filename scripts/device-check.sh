@@ -19,7 +19,8 @@
 # env: OUT (default checkpoints/device-check), THRIVE (the binary), PY (python3), DEADLINE
 #      (seconds; later parts are skipped past it), SKIP_PEER=1 (thrive's side only: a rerun after
 #      a change, beside the peer's figures of an earlier call), PEER_LADDER (the peer's
-#      micro-batches, default the same ladder as thrive's)
+#      micro-batches, default the same ladder as thrive's), LADDER and FULL_MB (on the device:
+#      the LoRA ladder, default "1 2 4 8", and the full fine-tuning micro-batches, "1 8")
 set -uo pipefail
 cd "$(dirname "$0")/.."
 cpu=0; [ "${1:-}" = --cpu ] && cpu=1
@@ -50,7 +51,7 @@ else
   if [ ! -x "$THRIVE" ] && [ -f "$THRIVE.gz" ]; then
     gzip -dc "$THRIVE.gz" >"$WORK/thrive" && chmod +x "$WORK/thrive" && THRIVE=$WORK/thrive
   fi
-  device=cuda shape=gemma2-2b layers=26 seq=512 ladder="1 2 4 8" full_mb="1 8" gen_prompts=64 gen_tokens=512
+  device=cuda shape=gemma2-2b layers=26 seq=512 ladder=${LADDER:-1 2 4 8} full_mb=${FULL_MB:-1 8} gen_prompts=64 gen_tokens=512
   peer=cuda-bf16 hf_device=cuda
   DEADLINE=${DEADLINE:-450} t_make=90 t_parity=90 t_sft=75 t_gen=75
 fi
