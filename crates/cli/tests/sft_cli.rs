@@ -172,3 +172,30 @@ fn response_only_changes_the_loss_and_is_recorded() {
     }
     assert!((first[0] - first[1]).abs() > 1e-3, "the same untrained loss with and without --response-only: {first:?}");
 }
+
+#[test]
+fn check_device_on_the_cpu_rehearses_the_gpu_code_paths() {
+    // The device side takes the GPU's fused kernels and hand-written backward passes even on the
+    // CPU, so a bug in them (a batch's non-contiguous last positions once reached candle's fused
+    // RMSNorm) fails here rather than in a device's scarce minutes.
+    let gemma3 = root().join("sft/tests/fixtures/tiny-gemma3");
+    let out = ok(&[
+        "check-device",
+        "--device",
+        "cpu",
+        "--model",
+        model().to_str().unwrap(),
+        "--model",
+        gemma3.to_str().unwrap(),
+    ]);
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 4, "two models in f32 and bf16:\n{out}");
+    for l in &lines {
+        let (logits, grads) = (l["logits_rel"].as_f64().unwrap(), l["grads_rel"].as_f64().unwrap());
+        let limit = if l["dtype"] == "f32" { (1e-4, 1e-3) } else { (0.1, 0.2) };
+        assert!(logits <= limit.0 && grads <= limit.1, "{l}");
+        if l["dtype"] == "f32" {
+            assert_eq!(l["greedy_same_prefix"], l["greedy_tokens"], "{l}");
+        }
+    }
+}

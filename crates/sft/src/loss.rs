@@ -171,7 +171,7 @@ impl ChunkLoss {
     fn backward(&self, a: &[Tensor], grad: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let (rows, dtype) = (&a[0], a[0].dtype());
         let (capped, slope) = self.capped(a)?;
-        let probs = candle_nn::ops::softmax_last_dim(&capped)?;
+        let probs = candle_nn::ops::softmax_last_dim(&capped.contiguous()?)?;
         drop(capped);
         let t = self.targets(probs.device())?;
         let minus_one = Tensor::full(-1f32, (self.targets.len(), 1), probs.device())?;

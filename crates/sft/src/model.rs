@@ -89,7 +89,8 @@ impl NormCore {
         let dtype = x.dtype();
         let x = x.to_dtype(DType::F32)?;
         if self.manual {
-            return Ok(candle_nn::ops::rms_norm(&x, &scale, self.eps as f32)?.to_dtype(dtype)?);
+            // The fused kernel wants contiguous rows (a batch's last positions are not).
+            return Ok(candle_nn::ops::rms_norm(&x.contiguous()?, &scale, self.eps as f32)?.to_dtype(dtype)?);
         }
         let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
         let normed = x.broadcast_div(&(ms + self.eps)?.sqrt()?)?;
@@ -747,7 +748,7 @@ impl AttentionCore {
         let (scores, _) = self.scores(&q, &k)?;
         let probs = if self.0.manual_backward {
             // The forward pass keeps no graph, so candle's fused softmax (no backward) serves.
-            candle_nn::ops::softmax_last_dim(&scores)?
+            candle_nn::ops::softmax_last_dim(&scores.contiguous()?)?
         } else {
             candle_nn::ops::softmax(&scores, D::Minus1)?
         };
@@ -763,7 +764,7 @@ impl AttentionCore {
         let nkv = a[1].dim(2)?;
         let (q, k, v) = self.qkv(a)?;
         let (scores, tanh) = self.scores(&q, &k)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores.contiguous()?)?;
         drop(scores);
         // The output's gradient in the layout of probs · v.
         let d_out = Self::heads_first(&grad.reshape((b, seq, nh, hd))?)?.reshape((b, nkv, nh / nkv * seq, hd))?;

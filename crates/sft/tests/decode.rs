@@ -35,7 +35,15 @@ fn cached_steps_equal_the_full_forward() {
     let expected = full(&model, &ids);
     let mut merged = model.clone();
     merged.merge_lora().unwrap();
-    for m in [&model, &merged] {
+    // GPUs decode with candle's fused RMSNorm and the training forward uses fused kernels too
+    // (`manual_backward`); both paths run here.
+    let mut fused = merged.clone();
+    fused.manual_backward = Some(true);
+    let mut fused_full = model.clone();
+    fused_full.manual_backward = Some(true);
+    let d = max_diff(&full(&fused_full, &ids), &expected);
+    assert!(d < 1e-4, "the fused forward differs by {d}");
+    for m in [&model, &merged, &fused] {
         let mut cache = KvCache::new(m, 4);
         // Prefill 5 tokens, then one at a time (the cache grows past its initial capacity).
         let mut at = 0;
@@ -53,7 +61,17 @@ fn cached_steps_equal_the_full_forward() {
 
 #[test]
 fn left_padding_does_not_change_a_row() {
-    let model = adapted();
+    // Also with the fused kernels GPUs use (`manual_backward`): a batch's last positions are
+    // not contiguous, which candle's fused RMSNorm refuses unless made so.
+    for fused in [false, true] {
+        let mut model = adapted();
+        model.manual_backward = Some(fused);
+        left_padding_case(&model);
+    }
+}
+
+fn left_padding_case(model: &Gemma) {
+    let model = model.clone();
     let a: Vec<u32> = vec![2, 40, 41, 42, 43, 44, 45, 46];
     let b: Vec<u32> = vec![2, 99, 98];
     let (ea, eb) = (full(&model, &a), full(&model, &b));

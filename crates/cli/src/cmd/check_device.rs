@@ -1,7 +1,9 @@
 //! `thrive check-device`: the same computations on a device and on the CPU in f32 (the
 //! reference the parity tests tie to transformers + peft): logits, loss, every LoRA gradient and
 //! greedy tokens, for each model and precision. One JSON line each; the exit status is non-zero
-//! when an f32 comparison is outside its tolerance (bf16 is reported, not judged).
+//! when an f32 comparison is outside its tolerance (bf16 is reported, not judged). The device
+//! side always takes the GPU's code paths (fused kernels, hand-written backward passes), so
+//! `--device cpu` checks them too.
 
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
@@ -39,8 +41,17 @@ fn batch(vocab: usize, device: &Device) -> Result<Batch> {
     Ok(Batch { input_ids: Tensor::from_vec(ids, (2, len), device)?, attention_mask: mask.clone(), target_mask: mask })
 }
 
-fn run_on(dir: &std::path::Path, device: &Device, dtype: DType, adapters: &[Tensor]) -> Result<Outcome> {
+/// `gpu_paths`: the kernels and hand-written backward passes GPUs use (`Gemma::manual_backward`),
+/// also on the CPU, so that `--device cpu` rehearses the code a GPU runs.
+fn run_on(
+    dir: &std::path::Path,
+    device: &Device,
+    dtype: DType,
+    adapters: &[Tensor],
+    gpu_paths: bool,
+) -> Result<Outcome> {
     let mut model = Gemma::load(dir, dtype, device)?;
+    model.manual_backward = Some(gpu_paths);
     let lora = LoraConfig { rank: 4, alpha: 8.0, ..LoraConfig::default() };
     model.add_lora(&lora, &mut sample_rng(0, 0))?;
     let vars: Vec<Var> = model.trainable().into_iter().map(|(_, v)| v).collect();
@@ -94,12 +105,12 @@ pub fn run(a: Args) -> Result<()> {
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
         drop(reference_model);
-        let reference = run_on(dir, &Device::Cpu, DType::F32, &adapters).context("the CPU reference")?;
+        let reference = run_on(dir, &Device::Cpu, DType::F32, &adapters, false).context("the CPU reference")?;
         for dtype_name in &a.dtype {
             let (device, dtype) = device_for(&a.device, Some(dtype_name)).context("--device")?;
             let started = std::time::Instant::now();
-            let got =
-                run_on(dir, &device, dtype, &adapters).with_context(|| format!("{} on {device:?}", dir.display()))?;
+            let got = run_on(dir, &device, dtype, &adapters, true)
+                .with_context(|| format!("{} on {device:?}", dir.display()))?;
             let logits = rel(&got.logits, &reference.logits)?;
             let loss = (got.loss - reference.loss).abs() / reference.loss.abs();
             let mut grads = 0f64;
