@@ -23,9 +23,9 @@ pub struct Batch {
 const LOSS_CHUNK_VALUES: usize = 1 << 24;
 
 /// The same on a GPU: 2²⁸ f32 values (1 GiB, 1,024 rows of 262,144). Each chunk reads the whole
-/// output matrix three times and launches a fixed number of kernels, so 64-row chunks left an
-/// H200 mostly waiting (docs: the device check); the backward of a chunk holds about five such
-/// tensors.
+/// output matrix three times and launches a fixed number of kernels, so 64-row chunks spent an
+/// H200's time on overheads (README, GPU figures); the backward of a chunk holds about five
+/// such tensors, a bound that does not grow with the batch.
 const LOSS_CHUNK_VALUES_GPU: usize = 1 << 28;
 
 /// How the loss is computed; the loss and gradients do not depend on it (tests compare them).
