@@ -151,10 +151,11 @@ pub struct Gemma {
     dtype: DType,
     device: Device,
     erf_gelu: bool,
-    /// Hand-written backward passes for attention and the loss (fused softmax, no autograd
-    /// graph): `None` uses them on GPUs, where candle's composite ops each cost a kernel launch
-    /// and a pass over (seq × seq) or (rows × vocabulary) values, and not on the CPU, whose
-    /// results stay bit-identical. Tests set it to compare both paths on the CPU.
+    /// candle's fused RMSNorm and softmax kernels (training and decoding) with hand-written
+    /// backward passes for RMSNorm, attention and the loss (no autograd graph): `None` uses them
+    /// on GPUs, where candle's composite ops each cost a kernel launch and a pass over (seq ×
+    /// seq) or (rows × vocabulary) values, and not on the CPU, whose results stay bit-identical.
+    /// Tests and `thrive check-device` set it to run the GPU's paths on the CPU.
     #[doc(hidden)]
     pub manual_backward: Option<bool>,
 }
