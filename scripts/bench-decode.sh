@@ -9,8 +9,12 @@
 # outside the timings (each side times its own decoding) but inside the peak memory.
 #
 # usage: scripts/bench-decode.sh [NEW_TOKENS=128] [BATCH=16]
-# needs: a release build (made here), the Python venv with the LM packages and llama-cpp-python
-#        (bash scripts/setup-python.sh bench).
+#        SAMPLING=paper scripts/bench-decode.sh 512 16
+#            the paper's sampling instead of greedy (temperature 1, top-p 1, no top-k) on both
+#            sides, batch BATCH only (thrive against HF generate; llama.cpp is not needed)
+# needs: a release build (made here; BIN=path/to/thrive uses another and skips the build: not a
+#        test-profile binary, whose dependencies keep debug assertions and decode at half speed), the
+#        Python venv with the LM packages and llama-cpp-python (bash scripts/setup-python.sh bench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NEW=${1:-128}
@@ -19,8 +23,12 @@ PROMPT=${PROMPT:-The capital of France is}
 GGUF=${THRIVE_GEMMA3_GGUF:-${THRIVE_CACHE:-$HOME/.cache/thrive}/gemma3-270m/gemma-3-270m-q4_k_m.gguf}
 PY=${PY:-scripts/.venv/bin/python} # in a git worktree: PY=/path/to/main/scripts/.venv/bin/python
 [ -f "$GGUF" ] || { echo "$GGUF is missing: bash scripts/fetch-gemma3.sh" >&2; exit 1; }
-cargo build --release -q -p thrive-cli
-BIN=${CARGO_TARGET_DIR:-target}/release/thrive
+SAMPLING=${SAMPLING:-greedy}
+case $SAMPLING in greedy | paper) ;; *) echo "SAMPLING=$SAMPLING: expected greedy or paper" >&2; exit 2 ;; esac
+if [ -z "${BIN:-}" ]; then
+  cargo build --release -q -p thrive-cli
+  BIN=${CARGO_TARGET_DIR:-target}/release/thrive
+fi
 # Converts the GGUF into its model directory once (HF generate reads that).
 "$BIN" generate --model "$GGUF" --prompt x --max-new-tokens 1 --device cpu >/dev/null 2>&1
 DIR=${GGUF%.gguf}-thrive
@@ -42,6 +50,20 @@ run() {
 prompts=()
 for _ in $(seq "$BATCH"); do prompts+=(--prompt "$PROMPT"); done
 thrive() { run "$1" "$BIN" generate --model "$GGUF" --device cpu --max-new-tokens "$NEW" --ignore-eos "${@:2}"; }
+
+if [ "$SAMPLING" = paper ]; then
+  echo "batch $BATCH, the paper's sampling (temperature 1, top-p 1), $NEW new tokens each:"
+  thrive "thrive --dtype gguf, batch $BATCH" --dtype gguf --temperature 1 --top-p 1 "${prompts[@]}"
+  thrive "thrive --dtype f32, batch $BATCH" --dtype f32 --temperature 1 --top-p 1 "${prompts[@]}"
+  run "hf generate, batch $BATCH" "$PY" scripts/decode_bench_peers.py hf "$DIR" "$PROMPT" "$NEW" "$BATCH" sample
+  for a in "thrive --dtype gguf, batch $BATCH" "thrive --dtype f32, batch $BATCH"; do
+    b="hf generate, batch $BATCH"
+    echo "$a / $b: speed $(echo "scale=2; $(cut -d' ' -f1 "$WORK/$a") / $(cut -d' ' -f1 "$WORK/$b")" | bc)x," \
+      "peak memory $(echo "scale=2; $(cut -d' ' -f2 "$WORK/$a") / $(cut -d' ' -f2 "$WORK/$b")" | bc)x"
+  done
+  echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+  exit 0
+fi
 
 echo "batch 1, greedy, $NEW new tokens:"
 thrive "thrive --dtype gguf" --dtype gguf --prompt "$PROMPT"

@@ -5,7 +5,8 @@ BATCH copies of PROMPT; timing from the first prompt token to the last new token
 excluded. Prints one line: "<peer>: N tokens in S s = R tokens/s".
 
 usage: decode_bench_peers.py llama GGUF PROMPT NEW_TOKENS
-       decode_bench_peers.py hf MODEL_DIR PROMPT NEW_TOKENS BATCH
+       decode_bench_peers.py hf MODEL_DIR PROMPT NEW_TOKENS BATCH [sample]
+           sample: the paper's sampling (temperature 1, top-p 1, no top-k) instead of greedy
 """
 import os
 import sys
@@ -34,7 +35,7 @@ def llama(gguf: str, prompt: str, new_tokens: int) -> None:
           f"{len(out) / secs:.1f} tokens/s")
 
 
-def hf(model_dir: str, prompt: str, new_tokens: int, batch: int) -> None:
+def hf(model_dir: str, prompt: str, new_tokens: int, batch: int, sample: bool = False) -> None:
     import torch
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -44,12 +45,14 @@ def hf(model_dir: str, prompt: str, new_tokens: int, batch: int) -> None:
     enc = tok([prompt] * batch, return_tensors="pt")
     start = time.perf_counter()
     with torch.no_grad():
-        g = model.generate(**enc, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                           pad_token_id=0)
+        how = dict(do_sample=True, temperature=1.0, top_p=1.0, top_k=0) if sample else dict(do_sample=False)
+        torch.manual_seed(0)
+        g = model.generate(**enc, max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=0, **how)
     secs = time.perf_counter() - start
     total = (g.shape[1] - enc["input_ids"].shape[1]) * batch
     print(f"text: {prompt}{tok.decode(g[0, enc['input_ids'].shape[1]:])!r}", file=sys.stderr)
     print(f"hf generate (transformers {transformers.__version__}, torch {torch.__version__}, f32, "
+          f"{'sampling' if sample else 'greedy'}, "
           f"{torch.get_num_threads()} threads): {total} tokens in {secs:.2f} s = {total / secs:.1f} tokens/s")
 
 
@@ -58,6 +61,6 @@ if __name__ == "__main__":
     if len(a) >= 5 and a[1] == "llama":
         llama(a[2], a[3], int(a[4]))
     elif len(a) >= 6 and a[1] == "hf":
-        hf(a[2], a[3], int(a[4]), int(a[5]))
+        hf(a[2], a[3], int(a[4]), int(a[5]), len(a) > 6 and a[6] == "sample")
     else:
         sys.exit(__doc__)
