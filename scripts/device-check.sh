@@ -103,7 +103,7 @@ if lim $t_parity "$THRIVE" check-device --device "$device" --dtype f32,bf16 \
   --model crates/sft/tests/fixtures/tiny-gemma2 --model crates/sft/tests/fixtures/tiny-gemma3 >"$WORK/parity.jsonl" 2>"$WORK/parity.log"; then
   verdict=pass
 else
-  verdict="FAIL: $(tail -n 1 "$WORK/parity.log")"
+  verdict="FAIL: $(why $? "$WORK/parity.log")"
 fi
 while read -r line; do
   record parity "$(echo "$line" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["model_type"], d["dtype"])')" \
