@@ -36,7 +36,9 @@ WORK=$(mktemp -d)
 # The device tool brings back at most 8 files, so every log goes into one: logs.txt.
 keep_log() { { echo "=== $1"; cat "$2"; } >>"$OUT/logs.txt" 2>/dev/null; }
 : >"$OUT/logs.txt"
-trap 'for f in "$WORK"/*.log; do keep_log "$(basename "$f")" "$f"; done; rm -rf "$WORK"; [ -n "${smi_pid:-}" ] && kill "$smi_pid" 2>/dev/null' EXIT
+# (The training runs' logs are kept as each run ends; these are the rest.)
+trap 'for f in parity make gen hf; do [ -f "$WORK/$f.log" ] && keep_log "$f.log" "$WORK/$f.log"; done
+rm -rf "$WORK"; [ -n "${smi_pid:-}" ] && kill "$smi_pid" 2>/dev/null' EXIT
 started=$(date +%s)
 
 # Every command has a time limit (seconds) so that one slow or hung part cannot take the call's

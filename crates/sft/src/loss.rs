@@ -154,11 +154,7 @@ impl ChunkLoss {
     /// Σ (log Σ exp(capped) − capped[target]) over the rows: two passes over the logits fewer
     /// than log-softmax, which also subtracts the log-sum-exp from every entry.
     fn forward(&self, a: &[Tensor]) -> Result<Tensor> {
-        let logits = self.model.uncapped_logits(&a[0], a.get(1))?;
-        let capped = match self.model.cfg.final_logit_softcapping {
-            Some(cap) => ((logits / cap)?.tanh()? * cap)?,
-            None => logits,
-        };
+        let capped = self.model.logits_with(&a[0], a.get(1))?;
         let max = capped.max_keepdim(D::Minus1)?;
         let lse = (capped.broadcast_sub(&max)?.exp()?.sum_keepdim(D::Minus1)?.log()? + max)?;
         let picked = capped.gather(&self.targets(capped.device())?, D::Minus1)?;

@@ -200,19 +200,17 @@ pub fn grads_of(store: &GradStore, vars: &[Var]) -> Result<Vec<Tensor>> {
 /// Scales `grads` so that their global L2 norm is at most `max_norm` (as
 /// torch.nn.utils.clip_grad_norm_); returns the norm before clipping.
 pub fn clip_grad_norm(grads: &mut [Tensor], max_norm: f64) -> Result<f64> {
-    let mut total = 0.0f64;
-    if grads.first().is_some_and(|g| !g.device().is_cpu()) {
+    let sums = grads.iter().map(|g| g.sqr()?.sum_all()?.to_dtype(candle_core::DType::F64));
+    let total = if grads.first().is_some_and(|g| !g.device().is_cpu()) {
         // On a GPU one read-back in all, not one per tensor (each waits for the device).
-        let sums = grads
-            .iter()
-            .map(|g| g.sqr()?.sum_all()?.to_dtype(candle_core::DType::F64))
-            .collect::<candle_core::Result<Vec<_>>>();
-        total = Tensor::stack(&sums?, 0)?.sum_all()?.to_scalar::<f64>()?;
+        Tensor::stack(&sums.collect::<candle_core::Result<Vec<_>>>()?, 0)?.sum_all()?.to_scalar::<f64>()?
     } else {
-        for g in grads.iter() {
-            total += g.sqr()?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+        let mut total = 0.0f64;
+        for s in sums {
+            total += s?.to_scalar::<f64>()?;
         }
-    }
+        total
+    };
     let norm = total.sqrt();
     let scale = max_norm / (norm + 1e-6);
     if scale < 1.0 {
