@@ -67,6 +67,52 @@ fn selection_records_draws_and_rejections() {
 }
 
 #[test]
+fn real_weight_is_a_grid_axis_and_the_closed_form_keeps_to_the_paper_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("w.parquet");
+    let o = out.to_str().unwrap();
+    let stdout = ok(&[
+        "linreg",
+        "--dim",
+        "3",
+        "--n",
+        "20",
+        "--generations",
+        "12",
+        "--seeds",
+        "0..6",
+        "--workflow",
+        "accumulate",
+        "--real-weight",
+        "1,10",
+        "--out",
+        o,
+        "--report",
+    ]);
+    let table = ResultsTable::read_parquet(&out).unwrap();
+    assert_eq!(table.param_names(), ["d", "n", "sigma2", "real_weight"]);
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("w.manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["config"]["knobs"]["real_weight"], serde_json::json!([1.0, 10.0]));
+    // Heavier real data: a lower mean test error at the last generation.
+    let last = |w: f64| {
+        let runs: Vec<_> =
+            table.runs.iter().filter(|r| r.params.get("real_weight").unwrap().as_f64() == Some(w)).collect();
+        runs.iter().map(|r| *r.metrics.last().unwrap()).sum::<f64>() / runs.len() as f64
+    };
+    assert!(last(10.0) < last(1.0), "w = 10: {}, w = 1: {}", last(10.0), last(1.0));
+    // The closed form is the paper loop's: a theory row for w = 1 only.
+    let rows: Vec<Vec<&str>> = stdout
+        .lines()
+        .skip_while(|l| !l.contains("theory, closed form"))
+        .skip(2)
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert!(rows.len() == 1 && rows[0][3] == "1", "{stdout}");
+}
+
+#[test]
 fn same_bytes_whatever_the_threads() {
     let dir = tempfile::tempdir().unwrap();
     let mut bytes = Vec::new();
@@ -114,7 +160,8 @@ fn bad_input_is_named() {
         (vec!["--fresh-real", "-3"], "--fresh-real"),
         (vec!["--max-draws", "0"], "--max-draws"),
         (vec!["--verifier-bias", "30", "--select-threshold", "0", "--max-draws", "1"], "generation 1"),
-        (vec!["--fresh-real", "5", "--workflow", "accumulate-subsample"], "--fresh-real"),
+        (vec!["--real-weight", "0"], "--real-weight"),
+        (vec!["--real-weight", "-2"], "--real-weight"),
     ] {
         let args: Vec<&str> = base.iter().copied().chain(extra).collect();
         fails(&args, &[needle]);

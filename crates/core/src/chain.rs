@@ -23,7 +23,9 @@
 //! the pick plus a subsample of the synthetic part of the pool); sampling goes through
 //! [`Setting::sample_with`], which applies temperature, truncation, top-p and the verifier
 //! (counting draws for [`DRAW_METRICS`]); with `fresh_real` m new real examples
-//! ([`Setting::fresh_real`]) join the pool after each synthetic batch.
+//! ([`Setting::fresh_real`]) join the pool after each synthetic batch; with `real_weight` w every
+//! real batch (D_0, the retained and kept points, fresh ones) goes through
+//! [`Setting::weigh_real`] before it joins the pool, so it counts w times in every fit.
 //!
 //! A setting may end a chain early ([`Setting::stop`], an absorbing state), so runs can have
 //! fewer than T generations; [`Setting::finish_run`] fills per-run columns at the end.
@@ -92,6 +94,13 @@ pub trait Setting: Sync {
     fn batch_pick(&self, _batch: &Self::Batch, _k: usize, _rng: &mut Rng) -> Result<Self::Batch> {
         Err(Error::invalid("keep-real", "this setting cannot keep part of its real data"))
     }
+    /// Makes every example of `batch`, real data, count `weight` times a synthetic example in
+    /// every fit it joins (`--real-weight`; frequency weights: an integer w fits as w copies).
+    /// It sets the weight (calling it twice is calling it once). The chain calls it only for
+    /// w ≠ 1. Default: refused.
+    fn weigh_real(&self, _batch: &mut Self::Batch, _weight: f64) -> Result<()> {
+        Err(Error::invalid("real-weight", "this setting cannot weight its real data"))
+    }
     /// `m` new examples from the true distribution (`--fresh-real`).
     fn fresh_real(&self, _run: &Self::Run, _m: usize, _rng: &mut Rng) -> Result<Self::Batch> {
         Err(Error::invalid("fresh-real", "this setting cannot draw fresh real data"))
@@ -137,7 +146,8 @@ pub trait Setting: Sync {
         Err(Error::invalid("temperature", "this setting samples only as fitted"))
     }
     /// A Replace training set of `n` examples of which `k` are real, picked uniformly from
-    /// `real` with `pick`, and the rest sampled with `rng` (`--keep-real`), as batches to push.
+    /// `real` with `pick`, and the rest sampled with `rng` (`--keep-real`), as batches to push;
+    /// the real ones weighted by the knobs' `real_weight` ([`Setting::weigh_real`]).
     #[allow(clippy::too_many_arguments)]
     fn sample_keeping_real(
         &self,
@@ -150,7 +160,10 @@ pub trait Setting: Sync {
         pick: &mut Rng,
         draws: &mut Draws,
     ) -> Result<Vec<Self::Batch>> {
-        let kept = self.batch_pick(real, k, pick)?;
+        let mut kept = self.batch_pick(real, k, pick)?;
+        if knobs.weighs_real() {
+            self.weigh_real(&mut kept, knobs.real_weight)?;
+        }
         Ok(vec![kept, self.sample_with(model, n - k, knobs, rng, draws)?])
     }
     /// Whether the chain ends after this model's metrics (an absorbing state, e.g. a discrete
@@ -245,7 +258,7 @@ pub fn run_chain<S: Setting>(setting: &S, config: &ChainConfig, seeds: &Seeds) -
     // Draws behind each generation's synthetic batch (DRAW_METRICS), interleaved at the end.
     let mut draw_rows: Vec<f64> = Vec::new();
     let mut last = Draws::default();
-    let (run, real) = setting.start(seeds, config.n)?;
+    let (run, mut real) = setting.start(seeds, config.n)?;
     if setting.batch_len(&real) != config.n {
         return Err(Error::Setting(format!(
             "setting drew {} real examples, expected {}",
@@ -254,7 +267,14 @@ pub fn run_chain<S: Setting>(setting: &S, config: &ChainConfig, seeds: &Seeds) -
         )));
     }
     setting.check_knobs(&config.knobs, config.workflow)?;
-    let retained = (config.retained_real > 0).then(|| setting.batch_head(&real, config.retained_real)).transpose()?;
+    let weight = config.knobs.weighs_real().then_some(config.knobs.real_weight);
+    let weigh = |batch: &mut S::Batch| weight.map_or(Ok(()), |w| setting.weigh_real(batch, w));
+    weigh(&mut real)?;
+    let mut retained =
+        (config.retained_real > 0).then(|| setting.batch_head(&real, config.retained_real)).transpose()?;
+    if let Some(retained) = &mut retained {
+        weigh(retained)?;
+    }
     let mut pool = setting.new_pool(&run, config.workflow);
     setting.push(&mut pool, &real)?;
     let kept = config.knobs.kept_real_in(config.workflow, config.n);
@@ -319,7 +339,9 @@ pub fn run_chain<S: Setting>(setting: &S, config: &ChainConfig, seeds: &Seeds) -
         };
         let mut synthetic = synthetic;
         if fresh > 0 {
-            synthetic.push(setting.fresh_real(&run, fresh, &mut seeds.stream(Stream::FreshReal(t + 1)))?);
+            let mut batch = setting.fresh_real(&run, fresh, &mut seeds.stream(Stream::FreshReal(t + 1)))?;
+            weigh(&mut batch)?;
+            synthetic.push(batch);
         }
         if config.workflow.keeps_history() {
             for batch in &synthetic {

@@ -22,6 +22,11 @@
 //!   a synthetic sample only if it passes (each continuous setting defines the test; Feng et al.,
 //!   Yi et al., Qiao et al.); sampling draws until it has n, up to `max_draws`·n draws, which
 //!   also bounds truncation's redraws. c = ∞ (the default) keeps every sample.
+//! - `real_weight` w: every real example (D_0, the ones kept or retained, fresh ones) counts w
+//!   times a synthetic one in every fit: frequency weights, so an integer w fits exactly as w
+//!   copies of each real example would ([`crate::Setting::weigh_real`]). Sampling from a
+//!   weighted fit draws real examples' contributions in proportion too (KDE centres). It
+//!   consumes no random numbers, and w = 1 (the default) leaves every fit as it was.
 
 use crate::error::{Error, Result};
 use crate::results::ParamValue;
@@ -46,6 +51,8 @@ pub struct Knobs {
     pub select_threshold: f64,
     /// Draws allowed per generation, as a multiple of n, for selection and truncation (100).
     pub max_draws: f64,
+    /// Weight of a real example in a fit, relative to a synthetic one (1: the paper).
+    pub real_weight: f64,
 }
 
 impl Default for Knobs {
@@ -55,8 +62,17 @@ impl Default for Knobs {
 }
 
 /// Knob names as results columns and flags (flags write `-` for `_`).
-pub const KNOB_NAMES: [&str; 8] =
-    ["keep_real", "fresh_real", "temperature", "truncate", "top_p", "verifier_bias", "select_threshold", "max_draws"];
+pub const KNOB_NAMES: [&str; 9] = [
+    "keep_real",
+    "fresh_real",
+    "temperature",
+    "truncate",
+    "top_p",
+    "verifier_bias",
+    "select_threshold",
+    "max_draws",
+    "real_weight",
+];
 
 impl Knobs {
     /// Every knob at its default: the paper's loop.
@@ -69,6 +85,7 @@ impl Knobs {
         verifier_bias: 0.0,
         select_threshold: f64::INFINITY,
         max_draws: 100.0,
+        real_weight: 1.0,
     };
 
     /// Checks every knob's range; errors name the flag (`keep-real`, ...).
@@ -95,6 +112,15 @@ impl Knobs {
             return Err(Error::invalid(
                 "max-draws",
                 format!("{} is not a multiple of n of at least 1", self.max_draws),
+            ));
+        }
+        if !(self.real_weight > 0.0 && self.real_weight.is_finite()) {
+            return Err(Error::invalid(
+                "real-weight",
+                format!(
+                    "{} is not a positive weight (generation 1 trains on real data alone, so it needs weight)",
+                    self.real_weight
+                ),
             ));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
@@ -125,6 +151,11 @@ impl Knobs {
     /// Whether the loop adds real data after generation 1 under `workflow` (so no state is absorbing).
     pub fn real_inflow(&self, workflow: Workflow, n: usize) -> bool {
         self.kept_real_in(workflow, n) > 0 || self.fresh() > 0
+    }
+
+    /// Whether real examples weigh other than synthetic ones in a fit.
+    pub fn weighs_real(&self) -> bool {
+        self.real_weight != 1.0
     }
 
     /// Whether sampling differs from the fitted model's.
@@ -175,6 +206,7 @@ impl Knobs {
             "verifier_bias" => self.verifier_bias,
             "select_threshold" => self.select_threshold,
             "max_draws" => self.max_draws,
+            "real_weight" => self.real_weight,
             other => panic!("no knob `{other}`"),
         }
     }
@@ -189,6 +221,7 @@ impl Knobs {
             "verifier_bias" => self.verifier_bias = value,
             "select_threshold" => self.select_threshold = value,
             "max_draws" => self.max_draws = value,
+            "real_weight" => self.real_weight = value,
             other => panic!("no knob `{other}`"),
         }
     }
@@ -291,6 +324,17 @@ impl KnobGrid {
                 "--keep-real has no effect under Accumulate: every real point is already in every training set".into(),
             );
         }
+        if self.values("real_weight").iter().any(|&w| w != 1.0)
+            && workflows.contains(&Workflow::Replace)
+            && self.values("keep_real") == [0.0]
+            && self.values("fresh_real") == [0.0]
+        {
+            notes.push(
+                "--real-weight changes nothing under Replace unless real data join later generations \
+                 (--keep-real, --fresh-real or --real): generation 1 is real data alone"
+                    .into(),
+            );
+        }
         if self.values("verifier_bias").iter().any(|&b| b != 0.0) && self.values("select_threshold") == [f64::INFINITY]
         {
             notes.push("--verifier-bias has no effect without --select-threshold".into());
@@ -342,6 +386,9 @@ mod tests {
             (Knobs { top_p: 0.0, ..Knobs::PAPER }, "top-p"),
             (Knobs { max_draws: 0.5, ..Knobs::PAPER }, "max-draws"),
             (Knobs { verifier_bias: f64::NAN, ..Knobs::PAPER }, "verifier-bias"),
+            (Knobs { real_weight: -1.0, ..Knobs::PAPER }, "real-weight"),
+            (Knobs { real_weight: 0.0, ..Knobs::PAPER }, "real-weight"),
+            (Knobs { real_weight: f64::INFINITY, ..Knobs::PAPER }, "real-weight"),
         ] {
             assert!(k.validate().unwrap_err().to_string().contains(flag), "{k:?}");
         }

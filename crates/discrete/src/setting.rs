@@ -28,24 +28,31 @@ pub struct Discrete {
 /// One batch: counts per outcome, and the draws in order when they are known (the fixture
 /// tests replay numpy's draws; a subsampling pool lays a batch without them out by outcome,
 /// which subsamples the same multiset).
+/// A batch's draws each count `weight` times in a fit (1 but for real data under `--real-weight`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Batch {
     pub counts: Vec<u64>,
     pub draws: Option<Vec<u32>>,
+    pub weight: f64,
 }
 
-/// Counts per outcome of the pool, and its draws in insertion order when the workflow subsamples.
+/// Counts per outcome of the pool, and its draws in insertion order when the workflow subsamples;
+/// once a draw weighs other than 1, the weighted counts and (subsampling) each draw's weight.
 pub struct Pool {
     counts: Vec<u64>,
     total: u64,
     items: Option<Vec<u32>>,
+    weighted: Option<Vec<f64>>,
+    item_weights: Option<Vec<f64>>,
 }
 
-/// A fit: empirical counts (probabilities are counts / total).
+/// A fit: empirical counts (probabilities are counts / total), or, where draws weigh
+/// differently (`--real-weight`), weighted counts over their sum.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DiscreteFit {
     pub counts: Vec<u64>,
     pub total: u64,
+    pub weighted: Option<Vec<f64>>,
 }
 
 impl Batch {
@@ -57,14 +64,30 @@ impl Batch {
                 .get_mut(d as usize)
                 .ok_or_else(|| Error::Setting(format!("draw {d} is not one of {outcomes} outcomes")))? += 1;
         }
-        Ok(Batch { counts, draws: Some(draws) })
+        Ok(Batch { counts, draws: Some(draws), weight: 1.0 })
+    }
+
+    fn counts(counts: Vec<u64>) -> Batch {
+        Batch { counts, draws: None, weight: 1.0 }
     }
 }
 
 impl DiscreteFit {
+    /// A fit to unweighted counts.
+    pub fn of_counts(counts: Vec<u64>) -> DiscreteFit {
+        let total = counts.iter().sum();
+        DiscreteFit { counts, total, weighted: None }
+    }
+
     /// The probabilities of the outcomes.
     pub fn probabilities(&self) -> Vec<f64> {
-        self.counts.iter().map(|&c| c as f64 / self.total as f64).collect()
+        match &self.weighted {
+            None => self.counts.iter().map(|&c| c as f64 / self.total as f64).collect(),
+            Some(w) => {
+                let total: f64 = w.iter().sum();
+                w.iter().map(|c| c / total).collect()
+            }
+        }
     }
     /// −Σ p ln p (0 ln 0 = 0).
     pub fn entropy(&self) -> f64 {
@@ -176,12 +199,12 @@ impl Discrete {
         [h, h / (self.outcomes as f64).ln(), fit.zero_outcomes() as f64, f64::NAN]
     }
 
-    fn fit_counts(&self, counts: Vec<u64>) -> Result<DiscreteFit> {
-        let total = counts.iter().sum();
-        if total == 0 {
+    fn fit_counts(&self, counts: Vec<u64>, weighted: Option<Vec<f64>>) -> Result<DiscreteFit> {
+        let fit = DiscreteFit { weighted, ..DiscreteFit::of_counts(counts) };
+        if fit.total == 0 {
             return Err(Error::Setting("cannot fit a distribution to no draws".into()));
         }
-        Ok(DiscreteFit { counts, total })
+        Ok(fit)
     }
 }
 
@@ -199,7 +222,7 @@ impl Setting for Discrete {
     fn start(&self, seeds: &Seeds, n: usize) -> Result<((), Batch)> {
         let counts =
             multinomial(&vec![1; self.outcomes], self.outcomes as u64, n as u64, &mut seeds.stream(Stream::RealData))?;
-        Ok(((), Batch { counts, draws: None }))
+        Ok(((), Batch::counts(counts)))
     }
 
     fn batch_len(&self, batch: &Batch) -> usize {
@@ -210,18 +233,41 @@ impl Setting for Discrete {
         Err(Error::invalid("real", "the discrete setting keeps counts, not ordered real draws to keep apart"))
     }
 
+    fn weigh_real(&self, batch: &mut Batch, weight: f64) -> Result<()> {
+        batch.weight = weight;
+        Ok(())
+    }
+
     fn new_pool(&self, _run: &(), workflow: Workflow) -> Pool {
-        Pool { counts: vec![0; self.outcomes], total: 0, items: workflow.subsamples().then(Vec::new) }
+        Pool {
+            counts: vec![0; self.outcomes],
+            total: 0,
+            items: workflow.subsamples().then(Vec::new),
+            weighted: None,
+            item_weights: None,
+        }
     }
 
     fn push(&self, pool: &mut Pool, batch: &Batch) -> Result<()> {
         if batch.counts.len() != self.outcomes {
             return Err(Error::Setting(format!("{} counts for {} outcomes", batch.counts.len(), self.outcomes)));
         }
+        // Weighted counts and per-draw weights exist only once some draw weighs other than 1.
+        if batch.weight != 1.0 && pool.weighted.is_none() {
+            pool.weighted = Some(pool.counts.iter().map(|&c| c as f64).collect());
+            pool.item_weights = pool.items.as_ref().map(|items| vec![1.0; items.len()]);
+        }
         for (p, c) in pool.counts.iter_mut().zip(&batch.counts) {
             *p += c;
         }
-        pool.total += batch.counts.iter().sum::<u64>();
+        let added = batch.counts.iter().sum::<u64>();
+        if let Some(weighted) = &mut pool.weighted {
+            weighted.iter_mut().zip(&batch.counts).for_each(|(w, &c)| *w += batch.weight * c as f64);
+        }
+        if let Some(item_weights) = &mut pool.item_weights {
+            item_weights.extend(std::iter::repeat_n(batch.weight, added as usize));
+        }
+        pool.total += added;
         if let Some(items) = &mut pool.items {
             match &batch.draws {
                 Some(draws) => items.extend_from_slice(draws),
@@ -241,6 +287,8 @@ impl Setting for Discrete {
         if let Some(items) = &mut pool.items {
             items.clear();
         }
+        pool.weighted = None;
+        pool.item_weights = None;
     }
 
     fn pool_len(&self, pool: &Pool) -> usize {
@@ -255,7 +303,7 @@ impl Setting for Discrete {
         _generation: u32,
     ) -> Result<DiscreteFit> {
         match selection {
-            Selection::All => self.fit_counts(pool.counts.clone()),
+            Selection::All => self.fit_counts(pool.counts.clone(), pool.weighted.clone()),
             Selection::Indices(idx) => {
                 let items = pool
                     .items
@@ -265,7 +313,14 @@ impl Setting for Discrete {
                 for &i in idx {
                     counts[items[i] as usize] += 1;
                 }
-                self.fit_counts(counts)
+                let weighted = pool.item_weights.as_ref().map(|w| {
+                    let mut weighted = vec![0.0; self.outcomes];
+                    for &i in idx {
+                        weighted[items[i] as usize] += w[i];
+                    }
+                    weighted
+                });
+                self.fit_counts(counts, weighted)
             }
         }
     }
@@ -276,7 +331,11 @@ impl Setting for Discrete {
     }
 
     fn sample(&self, model: &DiscreteFit, n: usize, rng: &mut Rng) -> Result<Batch> {
-        Ok(Batch { counts: multinomial(&model.counts, model.total, n as u64, rng)?, draws: None })
+        let counts = match &model.weighted {
+            None => multinomial(&model.counts, model.total, n as u64, rng)?,
+            Some(_) => multinomial_probs(&model.probabilities(), n as u64, rng)?,
+        };
+        Ok(Batch::counts(counts))
     }
 
     /// A uniform draw without replacement of `k` of the batch's draws (multivariate hypergeometric).
@@ -288,13 +347,13 @@ impl Setting for Discrete {
             }
         };
         let picked = subsample_indices(rng, items.len(), k)?.into_iter().map(|i| items[i]).collect();
-        Batch::from_draws(self.outcomes, picked)
+        Ok(Batch { weight: batch.weight, ..Batch::from_draws(self.outcomes, picked)? })
     }
 
     /// m new draws from the uniform truth.
     fn fresh_real(&self, _run: &(), m: usize, rng: &mut Rng) -> Result<Batch> {
         let counts = multinomial(&vec![1; self.outcomes], self.outcomes as u64, m as u64, rng)?;
-        Ok(Batch { counts, draws: None })
+        Ok(Batch::counts(counts))
     }
 
     fn check_knobs(&self, knobs: &Knobs, _workflow: Workflow) -> Result<()> {
@@ -318,7 +377,7 @@ impl Setting for Discrete {
     ) -> Result<Batch> {
         draws.add(n, n);
         let probs = distorted_probabilities(model, knobs.temperature, knobs.top_p);
-        Ok(Batch { counts: multinomial_probs(&probs, n as u64, rng)?, draws: None })
+        Ok(Batch::counts(multinomial_probs(&probs, n as u64, rng)?))
     }
 
     /// Under Replace one outcome left is absorbing: the run ends there.

@@ -32,7 +32,7 @@ fn cold_sampling_loses_entropy_faster() {
 
 #[test]
 fn distortions_of_known_probabilities() {
-    let fit = DiscreteFit { counts: vec![6, 3, 1, 0], total: 10 };
+    let fit = DiscreteFit::of_counts(vec![6, 3, 1, 0]);
     assert_eq!(distorted_probabilities(&fit, 1.0, 1.0), vec![0.6, 0.3, 0.1, 0.0]);
     // τ = 0.5 squares and renormalises: 36, 9, 1 over 46.
     let p = distorted_probabilities(&fit, 0.5, 1.0);

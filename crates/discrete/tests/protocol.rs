@@ -62,7 +62,7 @@ fn loop_matches_numpy_draw_for_draw() {
 fn sampled_counts_are_multinomial() {
     // n draws from p = (0.1, 0.2, 0, 0.7): each count has mean n·p_k and variance n·p_k(1 − p_k).
     let setting = Discrete::new(4).unwrap();
-    let fit = DiscreteFit { counts: vec![1, 2, 0, 7], total: 10 };
+    let fit = DiscreteFit::of_counts(vec![1, 2, 0, 7]);
     let n = 50usize;
     let runs = 4000;
     let mut sums = [0.0f64; 4];

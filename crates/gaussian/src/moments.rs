@@ -3,10 +3,16 @@
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef, Par};
 
-/// Count, mean and M2 = Σ(x − mean)(x − mean)ᵀ of a set of points in R^d.
+/// Count, weight, mean and M2 = Σ w(x − mean)(x − mean)ᵀ of a set of points in R^d.
+///
+/// Points weigh 1 unless they are real data under `--real-weight` (frequency weights: a point
+/// of weight w counts as w points). Without weights `weight` is `count` exactly, so every
+/// formula gives what it gave before weights existed.
 #[derive(Debug, Clone)]
 pub struct Moments {
     pub count: usize,
+    /// Σ w over the points (the effective number of points).
+    pub weight: f64,
     pub mean: Vec<f64>,
     /// d × d, symmetric.
     pub m2: Mat<f64>,
@@ -15,7 +21,53 @@ pub struct Moments {
 impl Moments {
     /// The moments of no points.
     pub fn empty(dim: usize) -> Self {
-        Moments { count: 0, mean: vec![0.0; dim], m2: Mat::zeros(dim, dim) }
+        Moments { count: 0, weight: 0.0, mean: vec![0.0; dim], m2: Mat::zeros(dim, dim) }
+    }
+
+    /// Moments of `count` points of weight 1 each.
+    pub fn unweighted(count: usize, mean: Vec<f64>, m2: Mat<f64>) -> Self {
+        Moments { count, weight: count as f64, mean, m2 }
+    }
+
+    /// Moments of row-major points that each weigh `weight`: the mean of [`Moments::of_rows`]
+    /// and its M2 scaled by the weight.
+    pub fn of_rows_weighing(dim: usize, data: &[f64], weight: f64) -> Self {
+        let mut m = Self::of_rows(dim, data);
+        if weight != 1.0 {
+            m.weight *= weight;
+            let d = m.m2.nrows();
+            m.m2 = Mat::from_fn(d, d, |i, j| weight * m.m2[(i, j)]);
+        }
+        m
+    }
+
+    /// Moments of row-major points with one weight each (two passes, as [`Moments::of_rows`]).
+    pub fn of_weighted_rows(dim: usize, data: &[f64], weights: &[f64]) -> Self {
+        let n = data.len() / dim;
+        assert_eq!(weights.len(), n, "one weight per point");
+        if n == 0 {
+            return Self::empty(dim);
+        }
+        let total: f64 = weights.iter().sum();
+        let mut mean = vec![0.0; dim];
+        for (row, w) in data.chunks_exact(dim).zip(weights) {
+            for (m, x) in mean.iter_mut().zip(row) {
+                *m += w * x;
+            }
+        }
+        mean.iter_mut().for_each(|m| *m /= total);
+        // √w-scaled centred points: their product is Σ w (x − mean)(x − mean)ᵀ.
+        let mut centred = data.to_vec();
+        for (row, w) in centred.chunks_exact_mut(dim).zip(weights) {
+            let s = w.sqrt();
+            for (x, m) in row.iter_mut().zip(&mean) {
+                *x = s * (*x - m);
+            }
+        }
+        let xt = MatRef::from_column_major_slice(&centred, dim, n);
+        let mut m2 = Mat::zeros(dim, dim);
+        matmul(m2.as_mut(), Accum::Replace, xt, xt.transpose(), 1.0, Par::Seq);
+        Moments { count: n, weight: total, mean, m2 }
     }
 
     /// Moments of `n` row-major points of dimension `dim` (two passes: mean, then centred products).
@@ -41,7 +93,7 @@ impl Moments {
         let xt = MatRef::from_column_major_slice(&centred, dim, n);
         let mut m2 = Mat::zeros(dim, dim);
         matmul(m2.as_mut(), Accum::Replace, xt, xt.transpose(), 1.0, Par::Seq);
-        Moments { count: n, mean, m2 }
+        Moments::unweighted(n, mean, m2)
     }
 
     /// Merges `other` into `self` (Chan, Golub and LeVeque's pairwise update).
@@ -53,7 +105,7 @@ impl Moments {
             *self = other.clone();
             return;
         }
-        let (na, nb) = (self.count as f64, other.count as f64);
+        let (na, nb) = (self.weight, other.weight);
         let n = na + nb;
         let delta: Vec<f64> = other.mean.iter().zip(&self.mean).map(|(b, a)| b - a).collect();
         let w = na * nb / n;
@@ -67,11 +119,13 @@ impl Moments {
             *m += dl * nb / n;
         }
         self.count += other.count;
+        self.weight += other.weight;
     }
 
-    /// The maximum-likelihood covariance M2 / N (numpy's `cov(bias=True)`).
+    /// The maximum-likelihood covariance M2 / Σw (numpy's `cov(bias=True)`, with `fweights`
+    /// under weights).
     pub fn covariance(&self) -> Mat<f64> {
-        let n = self.count.max(1) as f64;
+        let n = if self.weight > 0.0 { self.weight } else { 1.0 };
         Mat::from_fn(self.m2.nrows(), self.m2.ncols(), |i, j| self.m2[(i, j)] / n)
     }
 }
@@ -111,6 +165,33 @@ mod tests {
                 assert!((c[(i, j)] - cov[i * dim + j]).abs() < 1e-9, "{i} {j}");
             }
         }
+    }
+
+    #[test]
+    fn weights_count_as_copies() {
+        // Weight 3 on the first 4 points equals those points three times over, by any route.
+        let dim = 2;
+        let data: Vec<f64> = (0..2 * 9).map(|i| ((i * 37) % 23) as f64 / 7.0 - 1.0).collect();
+        let (head, tail) = data.split_at(2 * 4);
+        let copies: Vec<f64> = [head, head, head, tail].concat();
+        let (mean, cov) = naive_cov(dim, &copies);
+        let weights: Vec<f64> = (0..9).map(|i| if i < 4 { 3.0 } else { 1.0 }).collect();
+        let mut merged = Moments::of_rows_weighing(dim, head, 3.0);
+        merged.merge(&Moments::of_rows(dim, tail));
+        for m in [Moments::of_weighted_rows(dim, &data, &weights), merged] {
+            assert_eq!((m.count, m.weight), (9, 17.0));
+            let c = m.covariance();
+            for i in 0..dim {
+                assert!((m.mean[i] - mean[i]).abs() < 1e-12);
+                for j in 0..dim {
+                    assert!((c[(i, j)] - cov[i * dim + j]).abs() < 1e-12, "{i} {j}");
+                }
+            }
+        }
+        // Unit weights are the unweighted moments.
+        let ones = Moments::of_weighted_rows(dim, &data, &[1.0; 9]);
+        let plain = Moments::of_rows(dim, &data);
+        assert_eq!((ones.weight, ones.mean.clone()), (plain.weight, plain.mean.clone()));
     }
 
     #[test]

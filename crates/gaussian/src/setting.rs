@@ -60,13 +60,17 @@ pub enum Root {
 #[derive(Debug, Clone)]
 pub enum Batch {
     Points(Points),
+    /// Real points that each count `.1` times in a fit (`--real-weight`).
+    Weighted(Points, f64),
     Moments(Moments),
 }
 
-/// A pool: running moments, plus the raw points when a workflow subsamples.
+/// A pool: running moments, plus the raw points when a workflow subsamples (and their weights
+/// once a weighted batch has joined).
 pub struct Pool {
     moments: Moments,
     points: Option<Points>,
+    weights: Option<Vec<f64>>,
 }
 
 /// A fitted Gaussian: mean, ML covariance and its eigendecomposition.
@@ -256,7 +260,7 @@ impl Gaussian {
         matmul(rl.as_mut(), Accum::Replace, root, l.as_ref(), 1.0, Par::Seq);
         let mut m2 = Mat::<f64>::zeros(d, d);
         matmul(m2.as_mut(), Accum::Replace, rl.as_ref(), rl.transpose(), 1.0, Par::Seq);
-        Moments { count: n, mean: sample_mean, m2 }
+        Moments::unweighted(n, sample_mean, m2)
     }
 }
 
@@ -279,7 +283,7 @@ impl Setting for Gaussian {
 
     fn batch_len(&self, batch: &Batch) -> usize {
         match batch {
-            Batch::Points(p) => p.len(),
+            Batch::Points(p) | Batch::Weighted(p, _) => p.len(),
             Batch::Moments(m) => m.count,
         }
     }
@@ -287,6 +291,7 @@ impl Setting for Gaussian {
     fn batch_head(&self, batch: &Batch, k: usize) -> Result<Batch> {
         match batch {
             Batch::Points(p) => Ok(Batch::Points(p.head(k))),
+            Batch::Weighted(p, w) => Ok(Batch::Weighted(p.head(k), *w)),
             Batch::Moments(_) => Err(Error::Setting("cannot take points from a batch of moments".into())),
         }
     }
@@ -294,8 +299,17 @@ impl Setting for Gaussian {
     fn batch_pick(&self, batch: &Batch, k: usize, rng: &mut Rng) -> Result<Batch> {
         match batch {
             Batch::Points(p) => Ok(Batch::Points(p.select(&subsample_indices(rng, p.len(), k)?))),
+            Batch::Weighted(p, w) => Ok(Batch::Weighted(p.select(&subsample_indices(rng, p.len(), k)?), *w)),
             Batch::Moments(_) => Err(Error::Setting("cannot take points from a batch of moments".into())),
         }
+    }
+
+    fn weigh_real(&self, batch: &mut Batch, weight: f64) -> Result<()> {
+        *batch = match std::mem::replace(batch, Batch::Moments(Moments::empty(0))) {
+            Batch::Points(p) | Batch::Weighted(p, _) => Batch::Weighted(p, weight),
+            Batch::Moments(_) => return Err(Error::Setting("real data come as points, not moments".into())),
+        };
+        Ok(())
     }
 
     fn fresh_real(&self, _run: &(), m: usize, rng: &mut Rng) -> Result<Batch> {
@@ -335,14 +349,26 @@ impl Setting for Gaussian {
     }
 
     fn new_pool(&self, _run: &(), workflow: Workflow) -> Pool {
-        Pool { moments: Moments::empty(self.dim), points: workflow.subsamples().then(|| Points::empty(self.dim)) }
+        Pool {
+            moments: Moments::empty(self.dim),
+            points: workflow.subsamples().then(|| Points::empty(self.dim)),
+            weights: None,
+        }
     }
 
     fn push(&self, pool: &mut Pool, batch: &Batch) -> Result<()> {
         match batch {
-            Batch::Points(p) => {
-                pool.moments.merge(&Moments::of_rows(self.dim, p.as_slice()));
+            Batch::Points(p) | Batch::Weighted(p, _) => {
+                let weight = if let Batch::Weighted(_, w) = batch { *w } else { 1.0 };
+                pool.moments.merge(&Moments::of_rows_weighing(self.dim, p.as_slice(), weight));
                 if let Some(points) = &mut pool.points {
+                    // Unit weights stay implicit until a point weighs otherwise.
+                    if weight != 1.0 && pool.weights.is_none() {
+                        pool.weights = Some(vec![1.0; points.len()]);
+                    }
+                    if let Some(weights) = &mut pool.weights {
+                        weights.extend(std::iter::repeat_n(weight, p.len()));
+                    }
                     points.extend(p);
                 }
             }
@@ -361,6 +387,7 @@ impl Setting for Gaussian {
         if let Some(points) = &mut pool.points {
             points.clear();
         }
+        pool.weights = None;
     }
 
     fn pool_len(&self, pool: &Pool) -> usize {
@@ -381,7 +408,15 @@ impl Setting for Gaussian {
                     .points
                     .as_ref()
                     .ok_or_else(|| Error::Setting("this pool keeps no points to subsample".into()))?;
-                self.fit_moments(&Moments::of_rows(self.dim, points.select(idx).as_slice()))?
+                let selected = points.select(idx);
+                let moments = match &pool.weights {
+                    None => Moments::of_rows(self.dim, selected.as_slice()),
+                    Some(w) => {
+                        let w: Vec<f64> = idx.iter().map(|&i| w[i]).collect();
+                        Moments::of_weighted_rows(self.dim, selected.as_slice(), &w)
+                    }
+                };
+                self.fit_moments(&moments)?
             }
         };
         fit.sample_points |= pool.points.is_some();

@@ -296,23 +296,18 @@ mod tests {
     fn kl_of_known_fits() {
         let g = Gaussian::new(2, 1.0).unwrap();
         // The truth itself: 0.
-        let exact =
-            Moments { count: 10, mean: vec![0.0, 0.0], m2: Mat::from_fn(2, 2, |i, j| if i == j { 10.0 } else { 0.0 }) };
+        let exact = Moments::unweighted(10, vec![0.0, 0.0], Mat::from_fn(2, 2, |i, j| if i == j { 10.0 } else { 0.0 }));
         let [kl, mse, ce] = value_metrics(&g, &exact).unwrap();
         assert!(kl.abs() < 1e-12 && mse == 0.0 && ce.abs() < 1e-12);
         // Mean (1, 0), covariance diag(2, 0.5): ½ [(½ + 2) + ½ − 2 + ln 1] = 0.5.
-        let m =
-            Moments { count: 2, mean: vec![1.0, 0.0], m2: Mat::from_fn(2, 2, |i, j| [[4.0, 0.0], [0.0, 1.0]][i][j]) };
+        let m = Moments::unweighted(2, vec![1.0, 0.0], Mat::from_fn(2, 2, |i, j| [[4.0, 0.0], [0.0, 1.0]][i][j]));
         let [kl, mse, ce] = value_metrics(&g, &m).unwrap();
         assert!((kl - 0.5).abs() < 1e-12, "{kl}");
         assert_eq!(mse, 1.0);
         assert!((ce - (1.25f64 / 2.0).sqrt()).abs() < 1e-12, "{ce}");
         // Singular: +∞.
-        let flat = Moments {
-            count: 2,
-            mean: vec![0.0, 0.0],
-            m2: Mat::from_fn(2, 2, |i, j| if i == 0 && j == 0 { 1.0 } else { 0.0 }),
-        };
+        let flat =
+            Moments::unweighted(2, vec![0.0, 0.0], Mat::from_fn(2, 2, |i, j| if i == 0 && j == 0 { 1.0 } else { 0.0 }));
         assert_eq!(value_metrics(&g, &flat).unwrap()[0], f64::INFINITY);
     }
 }

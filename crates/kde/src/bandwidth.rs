@@ -18,9 +18,10 @@ pub enum Bandwidth {
 }
 
 impl Bandwidth {
-    /// The bandwidth for a fit on `points` points of dimension `dim` at generation `t`.
-    pub fn at(&self, points: usize, dim: usize, generation: u32) -> f64 {
-        let (n, d) = (points as f64, dim as f64);
+    /// The bandwidth for a fit on `points` points of dimension `dim` at generation `t`; under
+    /// `--real-weight` the rules count a point of weight w as w points (`points` is Σw).
+    pub fn at(&self, points: f64, dim: usize, generation: u32) -> f64 {
+        let (n, d) = (points, dim as f64);
         match *self {
             Bandwidth::Fixed(h) => h,
             Bandwidth::Scott => n.powf(-1.0 / (d + 4.0)),
@@ -91,11 +92,11 @@ mod tests {
     #[test]
     fn rules_match_scikit_learn() {
         // scikit-learn >= 1.2: scott = n^(-1/(d+4)), silverman = (n(d+2)/4)^(-1/(d+4)).
-        assert!((Bandwidth::Scott.at(100, 2, 1) - 100f64.powf(-1.0 / 6.0)).abs() < 1e-15);
-        assert!((Bandwidth::Silverman.at(100, 2, 1) - 100f64.powf(-1.0 / 6.0)).abs() < 1e-15);
-        assert!((Bandwidth::Silverman.at(100, 3, 1) - (125f64).powf(-1.0 / 7.0)).abs() < 1e-15);
+        assert!((Bandwidth::Scott.at(100.0, 2, 1) - 100f64.powf(-1.0 / 6.0)).abs() < 1e-15);
+        assert!((Bandwidth::Silverman.at(100.0, 2, 1) - 100f64.powf(-1.0 / 6.0)).abs() < 1e-15);
+        assert!((Bandwidth::Silverman.at(100.0, 3, 1) - (125f64).powf(-1.0 / 7.0)).abs() < 1e-15);
         let s = Bandwidth::Schedule { h1: 0.5, alpha: 0.25 };
-        assert!((s.at(10, 2, 16) - 0.25).abs() < 1e-15);
+        assert!((s.at(10.0, 2, 16) - 0.25).abs() < 1e-15);
     }
 
     #[test]

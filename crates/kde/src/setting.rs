@@ -47,10 +47,25 @@ pub struct Run {
     first: (Points, f64),
 }
 
-/// The pool's points, and, with a fixed bandwidth and every point in the fit,
-/// a running log-sum-exp of the kernel terms per test point.
+/// One batch of points, each counting `weight` times in a fit (1 but for real data under
+/// `--real-weight`).
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub points: Points,
+    pub weight: f64,
+}
+
+impl Batch {
+    fn unit(points: Points) -> Batch {
+        Batch { points, weight: 1.0 }
+    }
+}
+
+/// The pool's points (with their weights once one weighs other than 1), and, with a fixed
+/// bandwidth and every point in the fit, a running log-sum-exp of the kernel terms per test point.
 pub struct Pool {
     points: Points,
+    weights: Option<Vec<f64>>,
     carried: Option<Carried>,
 }
 
@@ -64,6 +79,9 @@ struct Carried {
 /// A fitted KDE: its points, bandwidth, test NLL and tail NLL.
 pub struct Fit<'a> {
     points: Cow<'a, Points>,
+    /// Running sums of the points' weights when they differ (sampling picks a centre in
+    /// proportion to its weight); `None`: every point weighs 1.
+    cumulative: Option<Vec<f64>>,
     h: f64,
     nll: f64,
     tail_nll: f64,
@@ -98,9 +116,10 @@ impl Kde {
         }
     }
 
-    /// Mean NLL of the test set under the KDE whose kernel sums are `sums`, and of its `tail`.
-    fn nll_from_sums(&self, sums: &[LogSumExp], tail: &[usize], points: usize, h: f64) -> (f64, f64) {
-        let c = log_norm(self.dim(), h) - (points as f64).ln();
+    /// Mean NLL of the test set under the KDE whose kernel sums are `sums` (over points of
+    /// total weight `weight`), and of its `tail`.
+    fn nll_from_sums(&self, sums: &[LogSumExp], tail: &[usize], weight: f64, h: f64) -> (f64, f64) {
+        let c = log_norm(self.dim(), h) - weight.ln();
         let nll = -sums.iter().map(|s| s.value() + c).sum::<f64>() / sums.len() as f64;
         let tail_nll = -tail.iter().map(|&i| sums[i].value() + c).sum::<f64>() / tail.len() as f64;
         (nll, tail_nll)
@@ -109,19 +128,24 @@ impl Kde {
     /// The tenth of the test points (rounded up) with the lowest density under the KDE of the
     /// real training data with generation 1's bandwidth; ties by index.
     fn tail(&self, test: &Points, train: &Points) -> Vec<usize> {
-        let h = self.bandwidth.at(train.len(), self.dim(), 1);
-        let logs: Vec<f64> = self.sums_over(test, train, h).iter().map(LogSumExp::value).collect();
+        let h = self.bandwidth.at(train.len() as f64, self.dim(), 1);
+        let logs: Vec<f64> = self.sums_over(test, train, None, h).iter().map(LogSumExp::value).collect();
         let mut order: Vec<usize> = (0..test.len()).collect();
         order.sort_by(|&a, &b| logs[a].total_cmp(&logs[b]).then(a.cmp(&b)));
         order.truncate(test.len().div_ceil(10));
         order
     }
 
-    fn sums_over(&self, test: &Points, points: &Points, h: f64) -> Vec<LogSumExp> {
+    /// Per test point, log Σ w_i exp(kernel exponent) over `points` (weights 1 when `None`).
+    fn sums_over(&self, test: &Points, points: &Points, weights: Option<&[f64]>, h: f64) -> Vec<LogSumExp> {
         let mut buf = Vec::with_capacity(points.len());
+        let logs: Option<Vec<f64>> = weights.map(|w| w.iter().map(|w| w.ln()).collect());
         test.rows()
             .map(|x| {
                 kernel_exponents(x, points.as_slice(), h, &mut buf);
+                if let Some(logs) = &logs {
+                    buf.iter_mut().zip(logs).for_each(|(b, l)| *b += l);
+                }
                 let mut acc = LogSumExp::default();
                 acc.add_all(&buf);
                 acc
@@ -136,7 +160,7 @@ fn test_size(total: usize, fraction: f64) -> usize {
 
 impl Setting for Kde {
     type Run = Run;
-    type Batch = Points;
+    type Batch = Batch;
     type Pool = Pool;
     type Model<'a> = Fit<'a>;
 
@@ -144,7 +168,7 @@ impl Setting for Kde {
         METRICS.iter().map(|s| s.to_string()).collect()
     }
 
-    fn start(&self, seeds: &Seeds, n: usize) -> Result<(Run, Points)> {
+    fn start(&self, seeds: &Seeds, n: usize) -> Result<(Run, Batch)> {
         match &self.data {
             RealData::Generator { dataset, centres } => {
                 let shared = (*centres == BlobsCentres::Shared && *dataset == Dataset::Blobs)
@@ -152,8 +176,8 @@ impl Setting for Kde {
                 let train = dataset.sample(n, &mut seeds.stream(Stream::RealData), shared.as_ref());
                 let test = dataset.sample(TEST_POINTS, &mut seeds.stream(Stream::TestData), shared.as_ref());
                 let tail = self.tail(&test, &train);
-                let first = (train.clone(), self.bandwidth.at(train.len(), self.dim(), 1));
-                Ok((Run { test, tail, centres: shared, first }, train))
+                let first = (train.clone(), self.bandwidth.at(train.len() as f64, self.dim(), 1));
+                Ok((Run { test, tail, centres: shared, first }, Batch::unit(train)))
             }
             RealData::File { points, test_fraction, .. } => {
                 let mut order: Vec<usize> = (0..points.len()).collect();
@@ -165,18 +189,23 @@ impl Setting for Kde {
                     return Err(Error::invalid("n", format!("the data give {} training points, not {n}", train.len())));
                 }
                 let tail = self.tail(&test, &train);
-                let first = (train.clone(), self.bandwidth.at(train.len(), self.dim(), 1));
-                Ok((Run { test, tail, centres: None, first }, train))
+                let first = (train.clone(), self.bandwidth.at(train.len() as f64, self.dim(), 1));
+                Ok((Run { test, tail, centres: None, first }, Batch::unit(train)))
             }
         }
     }
 
-    fn batch_len(&self, batch: &Points) -> usize {
-        batch.len()
+    fn batch_len(&self, batch: &Batch) -> usize {
+        batch.points.len()
     }
 
-    fn batch_head(&self, batch: &Points, k: usize) -> Result<Points> {
-        Ok(batch.head(k))
+    fn batch_head(&self, batch: &Batch, k: usize) -> Result<Batch> {
+        Ok(Batch { points: batch.points.head(k), weight: batch.weight })
+    }
+
+    fn weigh_real(&self, batch: &mut Batch, weight: f64) -> Result<()> {
+        batch.weight = weight;
+        Ok(())
     }
 
     fn new_pool(&self, run: &Run, workflow: Workflow) -> Pool {
@@ -187,25 +216,37 @@ impl Setting for Kde {
             }
             _ => None,
         };
-        Pool { points: Points::empty(self.dim()), carried }
+        Pool { points: Points::empty(self.dim()), weights: None, carried }
     }
 
-    fn push(&self, pool: &mut Pool, batch: &Points) -> Result<()> {
-        batch.check_finite("synthetic points")?;
+    fn push(&self, pool: &mut Pool, batch: &Batch) -> Result<()> {
+        let (points, weight) = (&batch.points, batch.weight);
+        points.check_finite("synthetic points")?;
         if let Some(c) = &mut pool.carried {
             // O(batch · n_test): the only kernel evaluations this generation needs.
-            let mut buf = Vec::with_capacity(batch.len());
+            let mut buf = Vec::with_capacity(points.len());
             for (x, acc) in c.test.rows().zip(&mut c.sums) {
-                kernel_exponents(x, batch.as_slice(), c.h, &mut buf);
+                kernel_exponents(x, points.as_slice(), c.h, &mut buf);
+                if weight != 1.0 {
+                    buf.iter_mut().for_each(|b| *b += weight.ln());
+                }
                 acc.add_all(&buf);
             }
         }
-        pool.points.extend(batch);
+        // Unit weights stay implicit until a point weighs otherwise.
+        if weight != 1.0 && pool.weights.is_none() {
+            pool.weights = Some(vec![1.0; pool.points.len()]);
+        }
+        if let Some(weights) = &mut pool.weights {
+            weights.extend(std::iter::repeat_n(weight, points.len()));
+        }
+        pool.points.extend(points);
         Ok(())
     }
 
     fn clear(&self, pool: &mut Pool) {
         pool.points.clear();
+        pool.weights = None;
         if let Some(c) = &mut pool.carried {
             c.sums.iter_mut().for_each(|s| *s = LogSumExp::default());
         }
@@ -223,12 +264,27 @@ impl Setting for Kde {
         if points.is_empty() {
             return Err(Error::Setting("cannot fit a KDE to no points".into()));
         }
-        let h = self.bandwidth.at(points.len(), self.dim(), generation);
-        let (nll, tail_nll) = match (&pool.carried, selection) {
-            (Some(c), Selection::All) => self.nll_from_sums(&c.sums, &run.tail, points.len(), c.h),
-            _ => self.nll_from_sums(&self.sums_over(&run.test, &points, h), &run.tail, points.len(), h),
+        let weights: Option<Cow<'_, [f64]>> = match (&pool.weights, selection) {
+            (None, _) => None,
+            (Some(w), Selection::All) => Some(Cow::Borrowed(w)),
+            (Some(w), Selection::Indices(idx)) => Some(Cow::Owned(idx.iter().map(|&i| w[i]).collect())),
         };
-        Ok(Fit { points, h, nll, tail_nll, first: &run.first })
+        // Σw, or the count as before weights existed (the same number then).
+        let total = weights.as_ref().map_or(points.len() as f64, |w| w.iter().sum());
+        let h = self.bandwidth.at(total, self.dim(), generation);
+        let (nll, tail_nll) = match (&pool.carried, selection) {
+            (Some(c), Selection::All) => self.nll_from_sums(&c.sums, &run.tail, total, c.h),
+            _ => self.nll_from_sums(&self.sums_over(&run.test, &points, weights.as_deref(), h), &run.tail, total, h),
+        };
+        let cumulative = weights.map(|w| {
+            w.iter()
+                .scan(0.0, |acc, w| {
+                    *acc += w;
+                    Some(*acc)
+                })
+                .collect()
+        });
+        Ok(Fit { points, cumulative, h, nll, tail_nll, first: &run.first })
     }
 
     fn evaluate(&self, _run: &Run, model: &Fit<'_>, out: &mut Vec<f64>) -> Result<()> {
@@ -236,14 +292,14 @@ impl Setting for Kde {
         Ok(())
     }
 
-    fn batch_pick(&self, batch: &Points, k: usize, rng: &mut Rng) -> Result<Points> {
-        Ok(batch.select(&subsample_indices(rng, batch.len(), k)?))
+    fn batch_pick(&self, batch: &Batch, k: usize, rng: &mut Rng) -> Result<Batch> {
+        Ok(Batch { points: batch.points.select(&subsample_indices(rng, batch.points.len(), k)?), weight: batch.weight })
     }
 
     /// m new points from the generator (a new call, as the test set is).
-    fn fresh_real(&self, run: &Run, m: usize, rng: &mut Rng) -> Result<Points> {
+    fn fresh_real(&self, run: &Run, m: usize, rng: &mut Rng) -> Result<Batch> {
         match &self.data {
-            RealData::Generator { dataset, .. } => Ok(dataset.sample(m, rng, run.centres.as_ref())),
+            RealData::Generator { dataset, .. } => Ok(Batch::unit(dataset.sample(m, rng, run.centres.as_ref()))),
             RealData::File { name, .. } => {
                 Err(Error::invalid("fresh-real", format!("the dataset {name} is a fixed sample")))
             }
@@ -275,13 +331,13 @@ impl Setting for Kde {
         knobs: &Knobs,
         rng: &mut Rng,
         draws: &mut Draws,
-    ) -> Result<Points> {
+    ) -> Result<Batch> {
         let tau = knobs.temperature;
         if !knobs.truncate.is_finite() && !knobs.selects() {
             draws.add(n, n);
-            return self.sample(&Fit { points: Cow::Borrowed(&*model.points), h: tau * model.h, ..*model }, n, rng);
+            return Ok(Batch::unit(model.draw(tau * model.h, n, rng)));
         }
-        let (count, dim) = (model.points.len(), model.points.dim());
+        let dim = model.points.dim();
         let mut out = Points::with_capacity(dim, n);
         let mut z = vec![0.0; dim];
         let limit = knobs.draw_limit(n);
@@ -291,7 +347,7 @@ impl Setting for Kde {
                 return Err(knobs.unfilled(out.len(), n, made));
             }
             made += 1;
-            let i = ((rng.random::<f64>() * count as f64) as usize).min(count - 1);
+            let i = model.centre(rng.random::<f64>());
             z.iter_mut().for_each(|v| *v = rng.sample(StandardNormal));
             if tau * z.iter().map(|v| v * v).sum::<f64>().sqrt() > knobs.truncate {
                 continue;
@@ -304,20 +360,38 @@ impl Setting for Kde {
             out.push_row(&row);
         }
         draws.add(made, n);
-        Ok(out)
+        Ok(Batch::unit(out))
     }
 
-    fn sample(&self, model: &Fit<'_>, n: usize, rng: &mut Rng) -> Result<Points> {
-        // NumPy: one uniform draw per sample picks the centre, then normal(centre, h).
-        let count = model.points.len();
-        let picks: Vec<usize> =
-            (0..n).map(|_| ((rng.random::<f64>() * count as f64) as usize).min(count - 1)).collect();
-        let mut out = Points::with_capacity(model.points.dim(), n);
+    fn sample(&self, model: &Fit<'_>, n: usize, rng: &mut Rng) -> Result<Batch> {
+        Ok(Batch::unit(model.draw(model.h, n, rng)))
+    }
+}
+
+impl Fit<'_> {
+    /// The centre a uniform draw `u` in [0, 1) picks: ⌊u·N⌋ with unit weights (numpy's
+    /// choice), else the point whose share of the running weight holds u·Σw.
+    fn centre(&self, u: f64) -> usize {
+        let count = self.points.len();
+        match &self.cumulative {
+            None => ((u * count as f64) as usize).min(count - 1),
+            Some(c) => {
+                let target = u * c[count - 1];
+                c.partition_point(|&s| s <= target).min(count - 1)
+            }
+        }
+    }
+
+    /// `n` draws with bandwidth `h`. NumPy: one uniform draw per sample picks the centre, then
+    /// normal(centre, h).
+    fn draw(&self, h: f64, n: usize, rng: &mut Rng) -> Points {
+        let picks: Vec<usize> = (0..n).map(|_| self.centre(rng.random::<f64>())).collect();
+        let mut out = Points::with_capacity(self.points.dim(), n);
         for &i in &picks {
             let row: Vec<f64> =
-                model.points.row(i).iter().map(|c| c + model.h * rng.sample::<f64, _>(StandardNormal)).collect();
+                self.points.row(i).iter().map(|c| c + h * rng.sample::<f64, _>(StandardNormal)).collect();
             out.push_row(&row);
         }
-        Ok(out)
+        out
     }
 }

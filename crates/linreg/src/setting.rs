@@ -36,22 +36,37 @@ pub struct Run {
 }
 
 /// One batch: labels of every row of the fixed design X₀, in row order, or (`rows` set) new
-/// real rows with their labels (`--fresh-real`).
+/// real rows with their labels (`--fresh-real`); `weights`, one per label, where a label
+/// counts other than once in a fit (real labels under `--real-weight`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Batch {
     pub y: Vec<f64>,
     pub rows: Option<Points>,
+    pub weights: Option<Vec<f64>>,
 }
 
-/// A pool of label vectors on copies of X₀: their sum (what Replace and Accumulate fit), and
-/// every label when the workflow subsamples (pool row i is X₀'s row i mod n).
+/// A pool of label vectors on copies of X₀: their weighted sum per row (what Replace and
+/// Accumulate fit), and every label when the workflow subsamples.
 pub struct Pool {
     rows: usize,
     copies: usize,
+    /// Σ w·y per row of X₀.
     sum: Vec<f64>,
-    labels: Option<Vec<f64>>,
-    /// Fresh real rows: their count, XᵀX and Xᵀy (the fit then solves the normal equations).
+    /// Σ w per row of X₀, once a label weighs other than 1 (else every row has `copies`).
+    row_weight: Option<Vec<f64>>,
+    /// Fresh real rows: their count, Σ w·xxᵀ and Σ w·x·y (the fit then solves the normal equations).
     fresh: Option<(usize, Mat<f64>, Vec<f64>)>,
+    labelled: Option<Labelled>,
+}
+
+/// What a subsampling pool keeps of every label, in insertion order.
+struct Labelled {
+    labels: Vec<f64>,
+    /// The row each label belongs to: X₀'s row i for i < n, else fresh row i − n.
+    source: Vec<usize>,
+    /// Each label's weight, once one weighs other than 1.
+    weights: Option<Vec<f64>>,
+    fresh_rows: Vec<f64>,
 }
 
 /// A fitted linear model; it borrows the run for sampling (the design) and evaluation.
@@ -94,7 +109,7 @@ impl LinReg {
         }
         let sigma = self.sigma2.sqrt();
         let y = run.design.rows().zip(noise).map(|(x, e)| dot(x, weights) + sigma * e).collect();
-        Ok(Batch { y, rows: None })
+        Ok(Batch { y, rows: None, weights: None })
     }
 
     /// The test mean squared error of `weights`.
@@ -122,6 +137,18 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 fn pseudoinverse(x: MatRef<'_, f64>) -> Result<Mat<f64>> {
     let svd = x.thin_svd().map_err(|e| Error::Setting(format!("SVD of the design failed: {e:?}")))?;
     Ok(svd.pseudoinverse())
+}
+
+/// The minimum-norm weighted least-squares solution of rows `x` (row-major, k × d), labels `y`
+/// and weights `w`: pinv(√W X)·√W y.
+fn weighted_solve(x: &[f64], y: &[f64], w: &[f64], d: usize) -> Result<Vec<f64>> {
+    let mut xs = x.to_vec();
+    for (row, w) in xs.chunks_exact_mut(d).zip(w) {
+        row.iter_mut().for_each(|v| *v *= w.sqrt());
+    }
+    let ys: Vec<f64> = y.iter().zip(w).map(|(y, w)| y * w.sqrt()).collect();
+    let pinv = pseudoinverse(MatRef::from_row_major_slice(&xs, w.len(), d))?;
+    Ok(mat_vec(pinv.as_ref(), &ys))
 }
 
 /// `m` (r × c) times the vector `v` (c).
@@ -164,20 +191,65 @@ impl Setting for LinReg {
         Err(Error::invalid("real", "linear regression relabels the whole fixed design; it keeps no real rows apart"))
     }
 
+    fn weigh_real(&self, batch: &mut Batch, weight: f64) -> Result<()> {
+        batch.weights = Some(vec![weight; batch.y.len()]);
+        Ok(())
+    }
+
     fn new_pool(&self, run: &Run, workflow: Workflow) -> Pool {
         let rows = run.design.len();
-        Pool { rows, copies: 0, sum: vec![0.0; rows], labels: workflow.subsamples().then(Vec::new), fresh: None }
+        let labelled = workflow.subsamples().then(|| Labelled {
+            labels: Vec::new(),
+            source: Vec::new(),
+            weights: None,
+            fresh_rows: Vec::new(),
+        });
+        Pool { rows, copies: 0, sum: vec![0.0; rows], row_weight: None, fresh: None, labelled }
     }
 
     fn push(&self, pool: &mut Pool, batch: &Batch) -> Result<()> {
+        let weights = batch.weights.as_deref();
+        if weights.is_some_and(|w| w.len() != batch.y.len()) {
+            return Err(Error::Setting("a batch needs one weight per label".into()));
+        }
+        let weight = |i: usize| weights.map_or(1.0, |w| w[i]);
+        if let Some(l) = &mut pool.labelled {
+            // Unit weights stay implicit until a label weighs otherwise.
+            if weights.is_some() && l.weights.is_none() {
+                l.weights = Some(vec![1.0; l.labels.len()]);
+            }
+            if let Some(w) = &mut l.weights {
+                w.extend((0..batch.y.len()).map(weight));
+            }
+            l.labels.extend_from_slice(&batch.y);
+            match &batch.rows {
+                Some(rows) => {
+                    let first = pool.rows + l.fresh_rows.len() / self.dim;
+                    l.source.extend(first..first + rows.len());
+                    l.fresh_rows.extend_from_slice(rows.as_slice());
+                }
+                None => l.source.extend(0..batch.y.len()),
+            }
+        }
         if let Some(rows) = &batch.rows {
             let d = self.dim;
             let (count, gram, xty) = pool.fresh.get_or_insert_with(|| (0, Mat::zeros(d, d), vec![0.0; d]));
-            let x = MatRef::from_row_major_slice(rows.as_slice(), rows.len(), d);
-            matmul(gram.as_mut(), Accum::Add, x.transpose(), x, 1.0, Par::Seq);
-            for (row, y) in rows.rows().zip(&batch.y) {
+            match weights {
+                None => {
+                    let x = MatRef::from_row_major_slice(rows.as_slice(), rows.len(), d);
+                    matmul(gram.as_mut(), Accum::Add, x.transpose(), x, 1.0, Par::Seq);
+                }
+                Some(w) => {
+                    // √w-scaled rows: their product is Σ w·xxᵀ.
+                    let mut xs = rows.as_slice().to_vec();
+                    xs.chunks_exact_mut(d).zip(w).for_each(|(r, w)| r.iter_mut().for_each(|v| *v *= w.sqrt()));
+                    let x = MatRef::from_row_major_slice(&xs, rows.len(), d);
+                    matmul(gram.as_mut(), Accum::Add, x.transpose(), x, 1.0, Par::Seq);
+                }
+            }
+            for (i, (row, y)) in rows.rows().zip(&batch.y).enumerate() {
                 for (b, v) in xty.iter_mut().zip(row) {
-                    *b += v * y;
+                    *b += weight(i) * v * y;
                 }
             }
             *count += rows.len();
@@ -186,22 +258,30 @@ impl Setting for LinReg {
         if batch.y.len() != pool.rows {
             return Err(Error::Setting(format!("{} labels for a design of {} rows", batch.y.len(), pool.rows)));
         }
-        for (s, y) in pool.sum.iter_mut().zip(&batch.y) {
-            *s += y;
+        if weights.is_some() && pool.row_weight.is_none() {
+            pool.row_weight = Some(vec![pool.copies as f64; pool.rows]);
+        }
+        match weights {
+            None => pool.sum.iter_mut().zip(&batch.y).for_each(|(s, y)| *s += y),
+            Some(w) => pool.sum.iter_mut().zip(&batch.y).zip(w).for_each(|((s, y), w)| *s += w * y),
+        }
+        if let Some(rw) = &mut pool.row_weight {
+            rw.iter_mut().enumerate().for_each(|(i, r)| *r += weight(i));
         }
         pool.copies += 1;
-        if let Some(labels) = &mut pool.labels {
-            labels.extend_from_slice(&batch.y);
-        }
         Ok(())
     }
 
     fn clear(&self, pool: &mut Pool) {
         pool.copies = 0;
         pool.fresh = None;
+        pool.row_weight = None;
         pool.sum.iter_mut().for_each(|s| *s = 0.0);
-        if let Some(labels) = &mut pool.labels {
-            labels.clear();
+        if let Some(l) = &mut pool.labelled {
+            l.labels.clear();
+            l.source.clear();
+            l.weights = None;
+            l.fresh_rows.clear();
         }
     }
 
@@ -219,36 +299,59 @@ impl Setting for LinReg {
         if pool.copies == 0 {
             return Err(Error::Setting("cannot fit a linear model to no data".into()));
         }
+        let d = self.dim;
+        let x0 = MatRef::from_row_major_slice(run.design.as_slice(), run.design.len(), d);
+        // Rows of equal total weight (always so without --real-weight) fit like unit weights.
+        let uniform = pool.row_weight.as_ref().is_none_or(|w| w.iter().all(|&v| v == w[0]));
+        let per_row = |i: usize| pool.row_weight.as_ref().map_or(pool.copies as f64, |w| w[i]);
         let weights = match (selection, &pool.fresh) {
-            // With fresh rows: the minimum-norm solution pinv(AᵀA)·Aᵀy of the stacked design A
-            // (t copies of X₀ and the fresh rows), AᵀA = t X₀ᵀX₀ + X_fᵀX_f.
+            // With fresh rows: the minimum-norm solution pinv(AᵀWA)·AᵀWy of the stacked design A
+            // (t copies of X₀ and the fresh rows), AᵀWA = X₀ᵀ diag(Σw per row) X₀ + Σ w·x_f x_fᵀ.
             (Selection::All, Some((_, gram, xty))) => {
-                let d = self.dim;
-                let x = MatRef::from_row_major_slice(run.design.as_slice(), run.design.len(), d);
                 let mut a = gram.clone();
-                matmul(a.as_mut(), Accum::Add, x.transpose(), x, pool.copies as f64, Par::Seq);
-                let mut b = mat_vec(x.transpose(), &pool.sum);
+                if uniform {
+                    matmul(a.as_mut(), Accum::Add, x0.transpose(), x0, per_row(0), Par::Seq);
+                } else {
+                    let scaled = Mat::from_fn(run.design.len(), d, |i, j| per_row(i) * x0[(i, j)]);
+                    matmul(a.as_mut(), Accum::Add, x0.transpose(), scaled.as_ref(), 1.0, Par::Seq);
+                }
+                let mut b = mat_vec(x0.transpose(), &pool.sum);
                 b.iter_mut().zip(xty).for_each(|(b, f)| *b += f);
                 mat_vec(pseudoinverse(a.as_ref())?.as_ref(), &b)
             }
-            // pinv of t stacked copies of X₀ is pinv(X₀) applied to the mean label vector.
+            // pinv of t stacked copies of X₀ is pinv(X₀) applied to the mean label vector; with
+            // weights, each row's weighted mean label, weighted by the row's total weight.
             (Selection::All, None) => {
-                let mean: Vec<f64> = pool.sum.iter().map(|s| s / pool.copies as f64).collect();
-                mat_vec(run.pinv.as_ref(), &mean)
+                let mean: Vec<f64> = pool.sum.iter().enumerate().map(|(i, s)| s / per_row(i)).collect();
+                if uniform {
+                    mat_vec(run.pinv.as_ref(), &mean)
+                } else {
+                    let w: Vec<f64> = (0..pool.rows).map(per_row).collect();
+                    weighted_solve(run.design.as_slice(), &mean, &w, d)?
+                }
             }
             (Selection::Indices(idx), _) => {
-                let labels = pool
-                    .labels
+                let l = pool
+                    .labelled
                     .as_ref()
                     .ok_or_else(|| Error::Setting("this pool keeps no labels to subsample".into()))?;
-                let d = self.dim;
                 let mut x = Vec::with_capacity(idx.len() * d);
                 for &i in idx {
-                    x.extend_from_slice(run.design.row(i % pool.rows));
+                    let source = l.source[i];
+                    x.extend_from_slice(if source < pool.rows {
+                        run.design.row(source)
+                    } else {
+                        &l.fresh_rows[(source - pool.rows) * d..(source - pool.rows + 1) * d]
+                    });
                 }
-                let y: Vec<f64> = idx.iter().map(|&i| labels[i]).collect();
-                let pinv = pseudoinverse(MatRef::from_row_major_slice(&x, idx.len(), d))?;
-                mat_vec(pinv.as_ref(), &y)
+                let y: Vec<f64> = idx.iter().map(|&i| l.labels[i]).collect();
+                match &l.weights {
+                    None => {
+                        let pinv = pseudoinverse(MatRef::from_row_major_slice(&x, idx.len(), d))?;
+                        mat_vec(pinv.as_ref(), &y)
+                    }
+                    Some(w) => weighted_solve(&x, &y, &idx.iter().map(|&i| w[i]).collect::<Vec<_>>(), d)?,
+                }
             }
         };
         Ok(LinRegFit { run, weights })
@@ -273,16 +376,10 @@ impl Setting for LinReg {
         let rows = Points::new(self.dim, x)?;
         let sigma = self.sigma2.sqrt();
         let y = rows.rows().map(|x| dot(x, &run.w_star) + sigma * rng.sample::<f64, _>(StandardNormal)).collect();
-        Ok(Batch { y, rows: Some(rows) })
+        Ok(Batch { y, rows: Some(rows), weights: None })
     }
 
-    fn check_knobs(&self, knobs: &Knobs, workflow: Workflow) -> Result<()> {
-        if knobs.fresh() > 0 && workflow.subsamples() {
-            return Err(Error::invalid(
-                "fresh-real",
-                "linear regression subsamples rows of stacked fixed designs; fresh rows are for Replace and Accumulate",
-            ));
-        }
+    fn check_knobs(&self, knobs: &Knobs, _workflow: Workflow) -> Result<()> {
         if knobs.top_p != 1.0 {
             return Err(Error::invalid("top-p", "is for the discrete setting; use --truncate for linear regression"));
         }
@@ -335,8 +432,8 @@ impl Setting for LinReg {
     }
 
     /// The training set stays the fixed design: ⌊p·n⌋ rows picked uniformly keep their real
-    /// labels, the others get synthetic ones (all n are sampled, so the noise stream does not
-    /// depend on the pick).
+    /// labels (and their weight under `--real-weight`), the others get synthetic ones (all n are
+    /// sampled, so the noise stream does not depend on the pick).
     fn sample_keeping_real(
         &self,
         model: &LinRegFit<'_>,
@@ -349,7 +446,13 @@ impl Setting for LinReg {
         draws: &mut Draws,
     ) -> Result<Vec<Batch>> {
         let mut batch = self.sample_with(model, n, knobs, rng, draws)?;
-        for i in subsample_indices(pick, real.y.len(), k)? {
+        let picked = subsample_indices(pick, real.y.len(), k)?;
+        if knobs.weighs_real() {
+            let mut weights = vec![1.0; n];
+            picked.iter().for_each(|&i| weights[i] = knobs.real_weight);
+            batch.weights = Some(weights);
+        }
+        for i in picked {
             batch.y[i] = real.y[i];
         }
         Ok(vec![batch])

@@ -68,6 +68,11 @@ pub struct KnobArgs {
     /// not filled by then is an error naming the generation and the filter. [default: 100]
     #[arg(long, allow_hyphen_values = true)]
     max_draws: Option<String>,
+    /// Weight w of every real example in a fit relative to a synthetic one (the real data, the
+    /// points kept by --keep-real or --real, fresh ones): an integer w fits as w copies would
+    /// (weighted moments, kernels, least squares and counts). [default: 1]
+    #[arg(long, allow_hyphen_values = true)]
+    real_weight: Option<String>,
 }
 
 impl KnobArgs {
@@ -83,6 +88,7 @@ impl KnobArgs {
             ("verifier_bias", "--verifier-bias", &self.verifier_bias),
             ("select_threshold", "--select-threshold", &self.select_threshold),
             ("max_draws", "--max-draws", &self.max_draws),
+            ("real_weight", "--real-weight", &self.real_weight),
         ] {
             if let Some(text) = given {
                 grid = grid.with(name, parse_list::<f64>(flag, text)?).map_err(flag_error)?;

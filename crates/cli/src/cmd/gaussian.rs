@@ -45,7 +45,7 @@ pub struct Args {
     /// The value-of-synthetic-data grid instead of generation chains: each cell fits real points
     /// plus points sampled from a Gaussian fitted on --source-real real points (setting
     /// `gaussian-value`, metrics kl, mean_squared_error, covariance_error).
-    #[arg(long, conflicts_with_all = ["n", "generations", "workflow", "real", "grid", "sample_points", "keep_real", "fresh_real", "temperature", "truncate", "top_p", "verifier_bias", "select_threshold", "max_draws"])]
+    #[arg(long, conflicts_with_all = ["n", "generations", "workflow", "real", "grid", "sample_points", "keep_real", "fresh_real", "temperature", "truncate", "top_p", "verifier_bias", "select_threshold", "max_draws", "real_weight"])]
     value: bool,
     /// With --value: real points per cell (comma-separated) [default: 16,32,64,128,256,512,1024].
     #[arg(long, requires = "value")]

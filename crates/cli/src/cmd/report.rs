@@ -127,6 +127,7 @@ fn draw_and_summarise(table: &ResultsTable, args: &Args) -> Result<()> {
         } else if table.setting == "discrete" {
             let theory = |p: &Params| {
                 let num = |k: &str| p.get(k).and_then(|v| v.as_f64());
+                paper_loop(p).then_some(())?;
                 Some(thrive_discrete::theory_fixation(num("K")? as usize, num("n")? as usize))
             };
             thrive_report::per_run_figure(
@@ -173,13 +174,21 @@ fn theory(table: &ResultsTable) -> Option<Theory> {
     match table.setting.as_str() {
         "linreg" => Some(Theory(std::sync::Arc::new(|p: &Params, w: Workflow, metric: &str, t: u32| {
             let num = |k: &str| p.get(k).and_then(|v| v.as_f64());
-            if metric != "test_mse" {
+            if metric != "test_mse" || !paper_loop(p) {
                 return None;
             }
             thrive_linreg::theory_mse(num("d")? as usize, num("n")? as usize, num("sigma2")?, w, t)
         }))),
         _ => None,
     }
+}
+
+/// Whether a run's loop knobs (those among its results columns) are the paper's: the closed
+/// forms hold only there.
+fn paper_loop(p: &Params) -> bool {
+    thrive_core::knobs::KNOB_NAMES.iter().all(|&k| {
+        p.get(k).and_then(|v| v.as_f64()).is_none_or(|v| v.to_bits() == thrive_core::Knobs::PAPER.get(k).to_bits())
+    })
 }
 
 /// Summary rows `<metric> (theory, closed form)` beside the measured ones, at the same generations.
