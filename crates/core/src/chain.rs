@@ -359,6 +359,8 @@ pub fn run_chain<S: Setting>(setting: &S, config: &ChainConfig, seeds: &Seeds) -
     }
     setting.finish_run(&mut metrics);
     if !config.record_draws {
+        // Runs that stopped early would otherwise keep their reserve until the results are written.
+        metrics.shrink_to_fit();
         return Ok(metrics);
     }
     let mut out = Vec::with_capacity(metrics.len() + draw_rows.len());

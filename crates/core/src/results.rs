@@ -22,6 +22,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
@@ -220,7 +221,16 @@ impl ResultsTable {
         let pq_err = |e: parquet::errors::ParquetError| Error::Parquet { path: path.into(), message: e.to_string() };
         let arrow_err = |e: arrow::error::ArrowError| Error::Parquet { path: path.into(), message: e.to_string() };
         write_atomic(path, |out| {
-            let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+            // A metric whose values rarely repeat pays a hash per value for a dictionary that the
+            // writer drops at its size limit (1 MB: a third of a long write, perf); a small limit
+            // drops it early, while metrics with few values (counts, per-run constants) keep theirs.
+            let props = self
+                .metric_names
+                .iter()
+                .fold(WriterProperties::builder().set_compression(Compression::SNAPPY), |b, m| {
+                    b.set_column_dictionary_page_size_limit(ColumnPath::from(m.as_str()), 16 * 1024)
+                })
+                .build();
             let mut writer = ArrowWriter::try_new(out, schema.clone(), Some(props)).map_err(pq_err)?;
             let mut rows = self.row_iter().peekable();
             while rows.peek().is_some() {
