@@ -288,7 +288,9 @@ pub fn run_chain<S: Setting>(setting: &S, config: &ChainConfig, seeds: &Seeds) -
             let selection = if config.workflow.subsamples() {
                 let r = config.retained_real;
                 let rest = setting.pool_len(&pool) - r;
-                let k = config.subsample.resolve(rest, t)?;
+                // Generation 1 trains on D_0 alone: with R points retained that is R plus the
+                // n − R others, fewer than a subsample of n.
+                let k = if r > 0 && t == 1 { rest } else { config.subsample.resolve(rest, t)? };
                 let mut rng = seeds.stream(Stream::Subsample(t));
                 let mut idx: Vec<usize> = (0..r).collect();
                 if kept > 0 && t > 1 {

@@ -324,22 +324,30 @@ impl KnobGrid {
                 "--keep-real has no effect under Accumulate: every real point is already in every training set".into(),
             );
         }
-        if self.values("real_weight").iter().any(|&w| w != 1.0)
-            && workflows.contains(&Workflow::Replace)
-            && self.values("keep_real") == [0.0]
-            && self.values("fresh_real") == [0.0]
-        {
-            notes.push(
-                "--real-weight changes nothing under Replace unless real data join later generations \
-                 (--keep-real, --fresh-real or --real): generation 1 is real data alone"
-                    .into(),
-            );
-        }
         if self.values("verifier_bias").iter().any(|&b| b != 0.0) && self.values("select_threshold") == [f64::INFINITY]
         {
             notes.push("--verifier-bias has no effect without --select-threshold".into());
         }
         notes
+    }
+
+    /// Notes about runs of `specs` whose knobs do nothing (a real weight under Replace with no
+    /// real data after generation 1), once per kind.
+    pub fn run_notes<S: crate::Setting>(specs: &[crate::RunSpec<'_, S>]) -> Vec<String> {
+        let inert = specs.iter().any(|s| {
+            let c = &s.config;
+            c.workflow == Workflow::Replace
+                && c.knobs.weighs_real()
+                && c.retained_real == 0
+                && !c.knobs.real_inflow(Workflow::Replace, c.n)
+        });
+        if inert {
+            vec!["--real-weight changes nothing under Replace unless real data join later generations \
+                  (--keep-real, --fresh-real or --real): generation 1 is real data alone"
+                .into()]
+        } else {
+            Vec::new()
+        }
     }
 
     /// Each spec once per knob combination (specs outer, knobs inner), with the set knobs as

@@ -145,3 +145,19 @@ fn draws_and_rejections_are_recorded_per_generation() {
         assert!(rejected > 0.0 && draws == 30.0 + rejected, "{draws} {rejected}");
     }
 }
+
+#[test]
+fn retained_real_points_work_under_accumulate_subsample() {
+    // `--real R` under Accumulate-Subsample: generation 1 trains on D₀ (the R points and the
+    // n − R others), like every workflow; later subsamples always hold the R points.
+    let g = Gaussian::new(3, 1.0).unwrap();
+    let mut cfg = ChainConfig::paper(Workflow::AccumulateSubsample, 20, 6);
+    cfg.retained_real = 5;
+    let subsample = run_chain(&g, &cfg, &Seeds::new(4)).unwrap();
+    cfg.workflow = Workflow::Replace;
+    let replace = run_chain(&g, &cfg, &Seeds::new(4)).unwrap();
+    for (a, b) in subsample[..METRICS.len()].iter().zip(&replace[..METRICS.len()]) {
+        assert!((a - b).abs() <= 1e-12 * a.abs().max(1.0), "generation 1: {a} vs {b}");
+    }
+    assert_eq!(subsample.len(), 6 * METRICS.len());
+}

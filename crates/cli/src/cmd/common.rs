@@ -108,7 +108,11 @@ pub fn expand_knobs<'s, S: thrive_core::Setting>(
     for note in grid.notes(workflows) {
         tracing::warn!("{note}");
     }
-    grid.expand(specs).map_err(flag_error)
+    let specs = grid.expand(specs).map_err(flag_error)?;
+    for note in thrive_core::KnobGrid::run_notes(&specs) {
+        tracing::warn!("{note}");
+    }
+    Ok(specs)
 }
 
 /// Turns a library error about a parameter into one that names the flag (`--dim: must be at least 1`).
