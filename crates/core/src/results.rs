@@ -13,16 +13,16 @@
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::workflow::Workflow;
-use arrow::array::{
-    Array, ArrayRef, Float64Array, Float64Builder, Int64Array, Int64Builder, RecordBatch, StringArray, StringBuilder,
-    UInt32Array, UInt32Builder, UInt64Array, UInt64Builder,
-};
+use arrow::array::{Array, ArrayRef, Float64Array, Int64Array, StringArray, UInt32Array, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_writer::{compute_leaves, ArrowRowGroupWriterFactory};
+use parquet::arrow::{add_encoded_arrow_schema_to_metadata, ArrowSchemaConverter};
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
+use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
+use rayon::prelude::*;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
@@ -140,7 +140,16 @@ pub struct ResultsTable {
 const META_SETTING: &str = "thrive.setting";
 const META_PARAMS: &str = "thrive.params";
 const META_METRICS: &str = "thrive.metrics";
+#[cfg(not(test))]
 const BATCH_ROWS: usize = 65_536;
+/// Rows per Parquet row group (ArrowWriter's default).
+#[cfg(not(test))]
+const ROW_GROUP_ROWS: usize = 1024 * 1024;
+// Small in unit tests, so that their tables span several batches and row groups.
+#[cfg(test)]
+const BATCH_ROWS: usize = 7;
+#[cfg(test)]
+const ROW_GROUP_ROWS: usize = 16;
 
 impl ResultsTable {
     pub fn new(setting: &str, metric_names: Vec<String>) -> Self {
@@ -216,27 +225,56 @@ impl ResultsTable {
     }
 
     /// Writes the table as one Parquet file, atomically.
+    ///
+    /// Each column is encoded on its own (rayon, one task per column, its batches in order) and
+    /// the chunks are appended in column order, so the bytes do not depend on the thread count.
     pub fn write_parquet(&self, path: &Path) -> Result<()> {
         let schema = self.schema();
         let pq_err = |e: parquet::errors::ParquetError| Error::Parquet { path: path.into(), message: e.to_string() };
-        let arrow_err = |e: arrow::error::ArrowError| Error::Parquet { path: path.into(), message: e.to_string() };
         write_atomic(path, |out| {
             // A metric whose values rarely repeat pays a hash per value for a dictionary that the
             // writer drops at its size limit (1 MB: a third of a long write, perf); a small limit
             // drops it early, while metrics with few values (counts, per-run constants) keep theirs.
-            let props = self
+            let mut props = self
                 .metric_names
                 .iter()
                 .fold(WriterProperties::builder().set_compression(Compression::SNAPPY), |b, m| {
                     b.set_column_dictionary_page_size_limit(ColumnPath::from(m.as_str()), 16 * 1024)
                 })
                 .build();
-            let mut writer = ArrowWriter::try_new(out, schema.clone(), Some(props)).map_err(pq_err)?;
+            // As ArrowWriter does: readers take the Arrow schema (and our metadata) from here.
+            add_encoded_arrow_schema_to_metadata(&schema, &mut props);
+            let props = Arc::new(props);
+            let parquet_schema =
+                ArrowSchemaConverter::new().with_coerce_types(props.coerce_types()).convert(&schema).map_err(pq_err)?;
+            let mut writer =
+                SerializedFileWriter::new(out, parquet_schema.root_schema_ptr(), props.clone()).map_err(pq_err)?;
+            let factory = ArrowRowGroupWriterFactory::new(&writer, schema.clone());
             let mut rows = self.row_iter().peekable();
+            let mut group_index = 0;
             while rows.peek().is_some() {
-                let chunk: Vec<_> = rows.by_ref().take(BATCH_ROWS).collect();
-                let batch = self.batch(&schema, &chunk).map_err(arrow_err)?;
-                writer.write(&batch).map_err(pq_err)?;
+                let group: Vec<_> = rows.by_ref().take(ROW_GROUP_ROWS).collect();
+                let writers = factory.create_column_writers(group_index).map_err(pq_err)?;
+                let chunks = writers
+                    .into_par_iter()
+                    .enumerate()
+                    .map(|(c, mut w)| {
+                        for batch in group.chunks(BATCH_ROWS) {
+                            let array = self.column(c, batch);
+                            for leaf in compute_leaves(schema.field(c), &array)? {
+                                w.write(&leaf)?;
+                            }
+                        }
+                        w.close()
+                    })
+                    .collect::<parquet::errors::Result<Vec<_>>>()
+                    .map_err(pq_err)?;
+                let mut row_group = writer.next_row_group().map_err(pq_err)?;
+                for chunk in chunks {
+                    chunk.append_to_row_group(&mut row_group).map_err(pq_err)?;
+                }
+                row_group.close().map_err(pq_err)?;
+                group_index += 1;
             }
             writer.close().map_err(pq_err)?;
             Ok(())
@@ -248,58 +286,47 @@ impl ResultsTable {
         (0..self.runs.len()).flat_map(move |i| (0..self.generations(i)).map(move |g| (i, g)))
     }
 
-    fn batch(&self, schema: &Arc<Schema>, rows: &[(usize, usize)]) -> Result<RecordBatch, arrow::error::ArrowError> {
-        let m = self.metric_names.len();
-        let mut cols: Vec<ArrayRef> = Vec::new();
-        let mut setting = StringBuilder::new();
-        let mut workflow = StringBuilder::new();
-        for &(i, _) in rows {
-            setting.append_value(&self.setting);
-            workflow.append_option(self.runs[i].workflow.map(Workflow::name));
-        }
-        cols.push(Arc::new(setting.finish()));
-        cols.push(Arc::new(workflow.finish()));
-        for p in 0..self.param_names().len() {
-            match &self.runs[0].params.0[p].1 {
-                ParamValue::Int(_) => {
-                    let mut b = Int64Builder::new();
-                    for &(i, _) in rows {
-                        b.append_value(match &self.runs[i].params.0[p].1 {
-                            ParamValue::Int(v) => *v,
-                            _ => unreachable!("types checked on push"),
-                        });
-                    }
-                    cols.push(Arc::new(b.finish()));
-                }
-                ParamValue::Float(_) => {
-                    let mut b = Float64Builder::new();
-                    for &(i, _) in rows {
-                        b.append_value(self.runs[i].params.0[p].1.as_f64().unwrap_or(f64::NAN));
-                    }
-                    cols.push(Arc::new(b.finish()));
-                }
-                ParamValue::Str(_) => {
-                    let mut b = StringBuilder::new();
-                    for &(i, _) in rows {
-                        b.append_value(self.runs[i].params.0[p].1.to_string());
-                    }
-                    cols.push(Arc::new(b.finish()));
+    /// Column `c` of the schema (setting, workflow, the parameters, seed, generation, the
+    /// metrics) for `rows`.
+    fn column(&self, c: usize, rows: &[(usize, usize)]) -> ArrayRef {
+        let params = self.runs.first().map_or(0, |r| r.params.0.len());
+        match c {
+            0 => Arc::new(rows.iter().map(|_| Some(self.setting.as_str())).collect::<StringArray>()),
+            1 => {
+                Arc::new(rows.iter().map(|&(i, _)| self.runs[i].workflow.map(Workflow::name)).collect::<StringArray>())
+            }
+            c if c < 2 + params => {
+                let p = c - 2;
+                match &self.runs[0].params.0[p].1 {
+                    ParamValue::Int(_) => Arc::new(
+                        rows.iter()
+                            .map(|&(i, _)| match &self.runs[i].params.0[p].1 {
+                                ParamValue::Int(v) => Some(*v),
+                                _ => unreachable!("types checked on push"),
+                            })
+                            .collect::<Int64Array>(),
+                    ),
+                    ParamValue::Float(_) => Arc::new(
+                        rows.iter()
+                            .map(|&(i, _)| Some(self.runs[i].params.0[p].1.as_f64().unwrap_or(f64::NAN)))
+                            .collect::<Float64Array>(),
+                    ),
+                    ParamValue::Str(_) => Arc::new(
+                        rows.iter()
+                            .map(|&(i, _)| Some(self.runs[i].params.0[p].1.to_string()))
+                            .collect::<StringArray>(),
+                    ),
                 }
             }
+            c if c == 2 + params => {
+                Arc::new(rows.iter().map(|&(i, _)| Some(self.runs[i].seed)).collect::<UInt64Array>())
+            }
+            c if c == 3 + params => Arc::new(rows.iter().map(|&(_, g)| Some(g as u32 + 1)).collect::<UInt32Array>()),
+            c => {
+                let (k, m) = (c - 4 - params, self.metric_names.len());
+                Arc::new(rows.iter().map(|&(i, g)| Some(self.runs[i].metrics[g * m + k])).collect::<Float64Array>())
+            }
         }
-        let mut seed = UInt64Builder::new();
-        let mut gen = UInt32Builder::new();
-        for &(i, g) in rows {
-            seed.append_value(self.runs[i].seed);
-            gen.append_value(g as u32 + 1);
-        }
-        cols.push(Arc::new(seed.finish()));
-        cols.push(Arc::new(gen.finish()));
-        for k in 0..m {
-            let values: Float64Array = rows.iter().map(|&(i, g)| Some(self.runs[i].metrics[g * m + k])).collect();
-            cols.push(Arc::new(values));
-        }
-        RecordBatch::try_new(schema.clone(), cols)
     }
 
     /// Reads a results file written by [`ResultsTable::write_parquet`].
