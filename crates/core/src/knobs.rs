@@ -25,8 +25,8 @@
 //! - `real_weight` w: every real example (D_0, the ones kept or retained, fresh ones) counts w
 //!   times a synthetic one in every fit: frequency weights, so an integer w fits exactly as w
 //!   copies of each real example would ([`crate::Setting::weigh_real`]). Sampling from a
-//!   weighted fit draws real examples' contributions in proportion too (KDE centres). It
-//!   consumes no random numbers, and w = 1 (the default) leaves every fit as it was.
+//!   weighted fit follows the weights too (KDE centres, discrete probabilities). It draws no
+//!   random numbers of its own, and w = 1 (the default) leaves every fit as it was.
 
 use crate::error::{Error, Result};
 use crate::results::ParamValue;
