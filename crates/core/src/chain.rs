@@ -318,7 +318,9 @@ pub fn run_chain<S: Setting>(setting: &S, config: &ChainConfig, seeds: &Seeds) -
                     metrics.len() - before
                 )));
             }
-            draw_rows.extend([last.made as f64, (last.made - last.kept) as f64]);
+            if config.record_draws {
+                draw_rows.extend([last.made as f64, (last.made - last.kept) as f64]);
+            }
             // Real data flowing in make no state absorbing.
             if t == config.generations || (kept == 0 && fresh == 0 && setting.stop(&model, config.workflow)) {
                 break;
