@@ -81,30 +81,20 @@ impl DiscreteFit {
 
     /// The probabilities of the outcomes.
     pub fn probabilities(&self) -> Vec<f64> {
-        match &self.weighted {
-            None => self.counts.iter().map(|&c| c as f64 / self.total as f64).collect(),
-            Some(w) => {
-                let total: f64 = w.iter().sum();
-                w.iter().map(|c| c / total).collect()
-            }
-        }
+        self.masses().collect()
+    }
+    /// The probability of each outcome in turn, without allocating (entropy runs every
+    /// generation of runs two thousand generations long).
+    fn masses(&self) -> impl Iterator<Item = f64> + '_ {
+        let weighted = self.weighted.as_deref().map(|w| (w, w.iter().sum::<f64>()));
+        (0..self.counts.len()).map(move |k| match weighted {
+            None => self.counts[k] as f64 / self.total as f64,
+            Some((w, total)) => w[k] / total,
+        })
     }
     /// −Σ p ln p (0 ln 0 = 0).
     pub fn entropy(&self) -> f64 {
-        match &self.weighted {
-            // The terms of `probabilities()` in the same order, without allocating (this runs
-            // every generation of runs two thousand generations long).
-            None => self
-                .counts
-                .iter()
-                .filter(|&&c| c > 0)
-                .map(|&c| {
-                    let p = c as f64 / self.total as f64;
-                    -p * p.ln()
-                })
-                .sum(),
-            Some(_) => self.probabilities().into_iter().filter(|&p| p > 0.0).map(|p| -p * p.ln()).sum(),
-        }
+        self.masses().filter(|&p| p > 0.0).map(|p| -p * p.ln()).sum()
     }
     /// Outcomes with probability 0.
     pub fn zero_outcomes(&self) -> usize {

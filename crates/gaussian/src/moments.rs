@@ -41,59 +41,45 @@ impl Moments {
         m
     }
 
-    /// Moments of row-major points with one weight each (two passes, as [`Moments::of_rows`]).
+    /// Moments of row-major points with one weight each.
     pub fn of_weighted_rows(dim: usize, data: &[f64], weights: &[f64]) -> Self {
-        let n = data.len() / dim;
-        assert_eq!(weights.len(), n, "one weight per point");
-        if n == 0 {
-            return Self::empty(dim);
-        }
-        let total: f64 = weights.iter().sum();
-        let mut mean = vec![0.0; dim];
-        for (row, w) in data.chunks_exact(dim).zip(weights) {
-            for (m, x) in mean.iter_mut().zip(row) {
-                *m += w * x;
-            }
-        }
-        mean.iter_mut().for_each(|m| *m /= total);
-        // √w-scaled centred points: their product is Σ w (x − mean)(x − mean)ᵀ.
-        let mut centred = data.to_vec();
-        for (row, w) in centred.chunks_exact_mut(dim).zip(weights) {
-            let s = w.sqrt();
-            for (x, m) in row.iter_mut().zip(&mean) {
-                *x = s * (*x - m);
-            }
-        }
-        let xt = MatRef::from_column_major_slice(&centred, dim, n);
-        let mut m2 = Mat::zeros(dim, dim);
-        matmul(m2.as_mut(), Accum::Replace, xt, xt.transpose(), 1.0, Par::Seq);
-        Moments { count: n, weight: total, mean, m2 }
+        assert_eq!(weights.len(), data.len() / dim, "one weight per point");
+        Self::two_pass(dim, data, Some(weights))
     }
 
     /// Moments of `n` row-major points of dimension `dim` (two passes: mean, then centred products).
     pub fn of_rows(dim: usize, data: &[f64]) -> Self {
+        Self::two_pass(dim, data, None)
+    }
+
+    /// The mean, then M2 from the centred points (scaled by √w where weighted). Unit weights
+    /// take no multiplications, so unweighted moments are what they were before weights.
+    fn two_pass(dim: usize, data: &[f64], weights: Option<&[f64]>) -> Self {
         let n = data.len() / dim;
         if n == 0 {
             return Self::empty(dim);
         }
         let mut mean = vec![0.0; dim];
-        for row in data.chunks_exact(dim) {
+        for (r, row) in data.chunks_exact(dim).enumerate() {
+            let w = weights.map(|w| w[r]);
             for (m, x) in mean.iter_mut().zip(row) {
-                *m += x;
+                *m += w.map_or(*x, |w| w * x);
             }
         }
-        mean.iter_mut().for_each(|m| *m /= n as f64);
+        let total = weights.map_or(n as f64, |w| w.iter().sum());
+        mean.iter_mut().for_each(|m| *m /= total);
         let mut centred = data.to_vec();
-        for row in centred.chunks_exact_mut(dim) {
+        for (r, row) in centred.chunks_exact_mut(dim).enumerate() {
+            let s = weights.map(|w| w[r].sqrt());
             for (x, m) in row.iter_mut().zip(&mean) {
-                *x -= m;
+                *x = s.map_or(*x - m, |s| s * (*x - m));
             }
         }
         // Row-major n × d is column-major d × n: each column one centred point.
         let xt = MatRef::from_column_major_slice(&centred, dim, n);
         let mut m2 = Mat::zeros(dim, dim);
         matmul(m2.as_mut(), Accum::Replace, xt, xt.transpose(), 1.0, Par::Seq);
-        Moments::unweighted(n, mean, m2)
+        Moments { count: n, weight: total, mean, m2 }
     }
 
     /// Merges `other` into `self` (Chan, Golub and LeVeque's pairwise update).

@@ -142,13 +142,18 @@ fn pseudoinverse(x: MatRef<'_, f64>) -> Result<Mat<f64>> {
 /// The minimum-norm weighted least-squares solution of rows `x` (row-major, k × d), labels `y`
 /// and weights `w`: pinv(√W X)·√W y.
 fn weighted_solve(x: &[f64], y: &[f64], w: &[f64], d: usize) -> Result<Vec<f64>> {
-    let mut xs = x.to_vec();
-    for (row, w) in xs.chunks_exact_mut(d).zip(w) {
-        row.iter_mut().for_each(|v| *v *= w.sqrt());
-    }
+    let xs = sqrt_weighted_rows(x, w, d);
     let ys: Vec<f64> = y.iter().zip(w).map(|(y, w)| y * w.sqrt()).collect();
     let pinv = pseudoinverse(MatRef::from_row_major_slice(&xs, w.len(), d))?;
     Ok(mat_vec(pinv.as_ref(), &ys))
+}
+
+/// Each row of `x` (row-major, dimension `d`) times the square root of its weight: the product
+/// of the result with itself is Σ w·xxᵀ.
+fn sqrt_weighted_rows(x: &[f64], w: &[f64], d: usize) -> Vec<f64> {
+    let mut xs = x.to_vec();
+    xs.chunks_exact_mut(d).zip(w).for_each(|(row, w)| row.iter_mut().for_each(|v| *v *= w.sqrt()));
+    xs
 }
 
 /// `m` (r × c) times the vector `v` (c).
@@ -234,19 +239,12 @@ impl Setting for LinReg {
         if let Some(rows) = &batch.rows {
             let d = self.dim;
             let (count, gram, xty) = pool.fresh.get_or_insert_with(|| (0, Mat::zeros(d, d), vec![0.0; d]));
-            match weights {
-                None => {
-                    let x = MatRef::from_row_major_slice(rows.as_slice(), rows.len(), d);
-                    matmul(gram.as_mut(), Accum::Add, x.transpose(), x, 1.0, Par::Seq);
-                }
-                Some(w) => {
-                    // √w-scaled rows: their product is Σ w·xxᵀ.
-                    let mut xs = rows.as_slice().to_vec();
-                    xs.chunks_exact_mut(d).zip(w).for_each(|(r, w)| r.iter_mut().for_each(|v| *v *= w.sqrt()));
-                    let x = MatRef::from_row_major_slice(&xs, rows.len(), d);
-                    matmul(gram.as_mut(), Accum::Add, x.transpose(), x, 1.0, Par::Seq);
-                }
-            }
+            let xs = match weights {
+                None => std::borrow::Cow::Borrowed(rows.as_slice()),
+                Some(w) => std::borrow::Cow::Owned(sqrt_weighted_rows(rows.as_slice(), w, d)),
+            };
+            let x = MatRef::from_row_major_slice(&xs, rows.len(), d);
+            matmul(gram.as_mut(), Accum::Add, x.transpose(), x, 1.0, Par::Seq);
             for (i, (row, y)) in rows.rows().zip(&batch.y).enumerate() {
                 for (b, v) in xty.iter_mut().zip(row) {
                     *b += weight(i) * v * y;

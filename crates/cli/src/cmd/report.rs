@@ -127,7 +127,9 @@ fn draw_and_summarise(table: &ResultsTable, args: &Args) -> Result<()> {
         } else if table.setting == "discrete" {
             let theory = |p: &Params| {
                 let num = |k: &str| p.get(k).and_then(|v| v.as_f64());
-                paper_loop(p).then_some(())?;
+                if !paper_loop(p) {
+                    return None;
+                }
                 Some(thrive_discrete::theory_fixation(num("K")? as usize, num("n")? as usize))
             };
             thrive_report::per_run_figure(
