@@ -14,11 +14,22 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
+use std::sync::LazyLock;
+
+/// The version and what this binary was built with: the CPU's matrix kernel and CUDA.
+static VERSION: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{} (CPU matmul: {}; CUDA: {})",
+        env!("CARGO_PKG_VERSION"),
+        thrive_sft::matmul::cpu_backend(),
+        if cfg!(feature = "cuda") { "yes" } else { "no" }
+    )
+});
 
 #[derive(Parser)]
 #[command(
     name = "thrive",
-    version,
+    version = VERSION.as_str(),
     about = "Model collapse and its avoidance: Gaussian, KDE, linear-regression, discrete and language-model settings"
 )]
 struct Cli {

@@ -23,6 +23,7 @@ pub mod gguf_tokenizer;
 mod hub;
 mod lora;
 mod loss;
+pub mod matmul;
 mod model;
 mod ops;
 mod optim;

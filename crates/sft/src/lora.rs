@@ -1,5 +1,6 @@
 //! LoRA: a frozen linear layer plus a trainable low-rank update B·A, as PEFT defines it.
 
+use crate::matmul::Mm;
 use crate::ops::{frozen_linear, lora_linear};
 use crate::{Error, Result};
 use candle_core::quantized::QTensor;
@@ -157,7 +158,7 @@ impl LoraLinear {
             return lora_linear(x, w, &l.a, &l.b, l.scale);
         }
         let y = match &self.full {
-            Some(v) => x.broadcast_matmul(&v.as_tensor().to_dtype(x.dtype())?.t()?)?,
+            Some(v) => x.broadcast_mm(&v.as_tensor().to_dtype(x.dtype())?.t()?)?,
             None => self.weight.apply(x)?,
         };
         let Some(l) = &self.lora else { return Ok(y) };
@@ -166,7 +167,7 @@ impl LoraLinear {
             _ => x.clone(),
         };
         let (a, b) = (l.a.as_tensor().to_dtype(x.dtype())?, l.b.as_tensor().to_dtype(x.dtype())?);
-        let update = xl.broadcast_matmul(&a.t()?)?.broadcast_matmul(&b.t()?)?;
+        let update = xl.broadcast_mm(&a.t()?)?.broadcast_mm(&b.t()?)?;
         Ok((y + (update * l.scale)?)?)
     }
 
@@ -179,7 +180,7 @@ impl LoraLinear {
         match &self.lora {
             None => Ok(w),
             Some(l) => {
-                let delta = (l.b.as_tensor().matmul(l.a.as_tensor())? * l.scale)?;
+                let delta = (l.b.as_tensor().mm(l.a.as_tensor())? * l.scale)?;
                 Ok((w.to_dtype(DType::F32)? + delta)?.to_dtype(w.dtype())?)
             }
         }

@@ -1,6 +1,7 @@
 //! The paper's next-token loss: token-mean cross-entropy over the target tokens of a batch,
 //! computed only at the positions that have a target (the vocabulary dominates memory).
 
+use crate::matmul::Mm;
 use crate::model::Gemma;
 use crate::ops::{cross_entropy_rows, recompute, GradSink, Recompute};
 use crate::Result;
@@ -177,9 +178,9 @@ impl ChunkLoss {
         }
         let d = d.to_dtype(dtype)?;
         let w = self.model.output_weight(a.get(1), dtype)?;
-        let d_rows = d.matmul(&w)?;
+        let d_rows = d.mm(&w)?;
         let d_embed = match a.get(1) {
-            Some(e) => Some(d.t()?.matmul(rows)?.to_dtype(e.dtype())?),
+            Some(e) => Some(d.t()?.mm(rows)?.to_dtype(e.dtype())?),
             None => None,
         };
         Ok(std::iter::once(Some(d_rows)).chain(a.get(1).map(|_| d_embed)).collect())

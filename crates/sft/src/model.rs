@@ -5,6 +5,7 @@
 
 use crate::config::GemmaConfig;
 use crate::lora::{LoraConfig, LoraLinear, Weight};
+use crate::matmul::Mm;
 use crate::ops::{frozen_linear, recompute, GradSink, Recompute};
 use crate::{Error, Result};
 use candle_core::quantized::{GgmlDType, QTensor};
@@ -482,7 +483,7 @@ impl Gemma {
         let inv: Vec<f32> = (0..hd).step_by(2).map(|i| (1.0 / base.powf(i as f64 / hd as f64)) as f32).collect();
         let inv = Tensor::from_vec(inv, (1, hd / 2), &self.device)?;
         let t = Tensor::arange(0u32, seq as u32, &self.device)?.to_dtype(DType::F32)?.reshape((seq, 1))?;
-        let freqs = t.matmul(&inv)?;
+        let freqs = t.mm(&inv)?;
         Ok((freqs.cos()?, freqs.sin()?))
     }
 
@@ -581,7 +582,7 @@ impl Gemma {
     /// f32 logits before the final soft-capping (the loss folds the cap into its own op).
     pub(crate) fn uncapped_logits(&self, hidden: &Tensor, embed: Option<&Tensor>) -> Result<Tensor> {
         let logits = match embed {
-            Some(e) => hidden.broadcast_matmul(&e.to_dtype(hidden.dtype())?.t()?)?,
+            Some(e) => hidden.broadcast_mm(&e.to_dtype(hidden.dtype())?.t()?)?,
             None => match &self.embed {
                 Weight::Dense(e) => frozen_linear(hidden, &e.to_dtype(hidden.dtype())?)?,
                 quantized => quantized.apply(hidden)?,
@@ -726,7 +727,7 @@ impl AttentionCore {
     fn scores(&self, q: &Tensor, k: &Tensor) -> Result<(Tensor, Option<Tensor>)> {
         let p = &self.0;
         let (b, nkv, gs, seq) = (q.dim(0)?, q.dim(1)?, q.dim(2)?, k.dim(2)?);
-        let mut scores = (q.matmul(&k.t()?)? * p.scaling)?;
+        let mut scores = (q.mm(&k.t()?)? * p.scaling)?;
         let mut tanh = None;
         if let Some(cap) = p.softcap {
             let t = (scores / cap)?.tanh()?;
@@ -753,7 +754,7 @@ impl AttentionCore {
         } else {
             candle_nn::ops::softmax(&scores, D::Minus1)?
         };
-        Self::merge_heads(&probs.matmul(&v)?, a[0].dim(2)?, a[0].dtype())
+        Self::merge_heads(&probs.mm(&v)?, a[0].dim(2)?, a[0].dtype())
     }
 
     /// The gradients of q, k and v (as given: (batch, seq, heads, hd), before the rotary
@@ -769,8 +770,8 @@ impl AttentionCore {
         drop(scores);
         // The output's gradient in the layout of probs · v.
         let d_out = Self::heads_first(&grad.reshape((b, seq, nh, hd))?)?.reshape((b, nkv, nh / nkv * seq, hd))?;
-        let d_v = probs.t()?.matmul(&d_out)?;
-        let d_probs = d_out.matmul(&v.t()?)?;
+        let d_v = probs.t()?.mm(&d_out)?;
+        let d_probs = d_out.mm(&v.t()?)?;
         // Softmax: dS = P ⊙ (dP − Σ_j dP ⊙ P).
         let row = (&d_probs * &probs)?.sum_keepdim(D::Minus1)?;
         let mut d_scores = (d_probs.broadcast_sub(&row)? * &probs)?;
@@ -779,8 +780,8 @@ impl AttentionCore {
             d_scores = (d_scores * t.sqr()?.affine(-1.0, 1.0)?)?;
         }
         let d_scores = (d_scores * p.scaling)?;
-        let d_q = d_scores.matmul(&k)?.reshape((b, nh, seq, hd))?;
-        let d_k = d_scores.t()?.matmul(&q)?;
+        let d_q = d_scores.mm(&k)?.reshape((b, nh, seq, hd))?;
+        let d_k = d_scores.t()?.mm(&q)?;
         // RoPE is a rotation: its transpose is the rotation by minus the angle.
         let minus_sin = p.sin.neg()?;
         let unrope = |x: &Tensor| candle_nn::rotary_emb::rope_slow(x, &p.cos, &minus_sin);
@@ -997,7 +998,7 @@ impl Gemma {
             // along the query axis.
             let g = nh / nkv;
             let q = q.reshape((b, nkv, g * s, hd))?;
-            let mut scores = (q.matmul(&k.t()?)? * scaling)?;
+            let mut scores = (q.mm(&k.t()?)? * scaling)?;
             if let Some(cap) = cfg.attn_logit_softcapping {
                 scores = ((scores / cap)?.tanh()? * cap)?;
             }
@@ -1007,7 +1008,7 @@ impl Gemma {
             };
             let scores = scores.reshape((b, nkv, g, s, total))?.broadcast_add(&mask.unsqueeze(1)?)?;
             let probs = candle_nn::ops::softmax_last_dim(&scores.reshape((b, nkv, g * s, total))?)?;
-            let attn = probs.matmul(&v.contiguous()?)?.reshape((b, nh, s, hd))?;
+            let attn = probs.mm(&v.contiguous()?)?.reshape((b, nh, s, hd))?;
             let attn = attn.transpose(1, 2)?.reshape((b, s, nh * hd))?.to_dtype(self.dtype)?;
             x = (residual + layer.post_attn_norm.forward(&layer.o.forward(&attn, None)?, fused)?)?;
 

@@ -11,6 +11,7 @@
 //!   decoder layers go through it. Trainable tensors used inside that are not among the inputs
 //!   (a layer's LoRA matrices) send their gradients to a [`GradSink`].
 
+use crate::matmul::Mm;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CudaStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Storage, Tensor, Var};
 use std::collections::HashMap;
@@ -30,7 +31,7 @@ fn to_candle(e: crate::Error) -> candle_core::Error {
 pub fn frozen_linear(x: &Tensor, w: &Tensor) -> crate::Result<Tensor> {
     if !x.track_op() {
         // Inference (evaluation, sampling): nothing to keep anyway.
-        return Ok(x.broadcast_matmul(&w.t()?)?);
+        return Ok(x.broadcast_mm(&w.t()?)?);
     }
     let w = w.detach().contiguous()?;
     Ok(x.contiguous()?.apply_op1(FrozenLinear { w })?)
@@ -42,7 +43,14 @@ struct FrozenLinear {
 }
 
 impl FrozenLinear {
-    fn fwd<S: BackendStorage>(&self, x: &S, l: &Layout, pick: impl Fn(&Storage) -> Option<&S>) -> CResult<(S, Shape)> {
+    /// `mul(x, w, bmnk, x's layout, w's layout)` is the backend's storage-level product.
+    fn fwd<S: BackendStorage>(
+        &self,
+        x: &S,
+        l: &Layout,
+        pick: impl Fn(&Storage) -> Option<&S>,
+        mul: impl Fn(&S, &S, (usize, usize, usize, usize), &Layout, &Layout) -> CResult<S>,
+    ) -> CResult<(S, Shape)> {
         let (out_dim, in_dim) = self.w.dims2()?;
         let dims = l.shape().dims();
         if !l.is_contiguous() || dims.last() != Some(&in_dim) {
@@ -55,7 +63,7 @@ impl FrozenLinear {
         let lhs = Layout::contiguous_with_offset((1, m, in_dim), l.start_offset());
         // Wᵀ as a (1, in, out) view of the (out, in) storage, as `w.t()` broadcast would be.
         let rhs = Layout::new(Shape::from((1, in_dim, out_dim)), vec![0, 1, in_dim], wl.start_offset());
-        let y = x.matmul(w, (1, m, out_dim, in_dim), &lhs, &rhs)?;
+        let y = mul(x, w, (1, m, out_dim, in_dim), &lhs, &rhs)?;
         let mut out = dims.to_vec();
         *out.last_mut().expect("checked above") = out_dim;
         Ok((y, Shape::from(out)))
@@ -68,21 +76,31 @@ impl CustomOp1 for FrozenLinear {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
-        self.fwd(s, l, |st| match st {
-            Storage::Cpu(c) => Some(c),
-            _ => None,
-        })
+        self.fwd(
+            s,
+            l,
+            |st| match st {
+                Storage::Cpu(c) => Some(c),
+                _ => None,
+            },
+            crate::matmul::cpu_matmul,
+        )
     }
 
     fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> CResult<(CudaStorage, Shape)> {
-        self.fwd(s, l, |st| match st {
-            Storage::Cuda(c) => Some(c),
-            _ => None,
-        })
+        self.fwd(
+            s,
+            l,
+            |st| match st {
+                Storage::Cuda(c) => Some(c),
+                _ => None,
+            },
+            CudaStorage::matmul,
+        )
     }
 
     fn bwd(&self, _x: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
-        Ok(Some(grad.broadcast_matmul(&self.w)?))
+        Ok(Some(grad.broadcast_mm(&self.w)?))
     }
 }
 
@@ -445,8 +463,8 @@ struct LoraOp {
 /// `x Wᵀ + scale · (x Aᵀ) Bᵀ`, A and B in x's dtype.
 fn lora_forward(x: &Tensor, w: &Tensor, a: &Tensor, b: &Tensor, scale: f64) -> CResult<Tensor> {
     let dt = x.dtype();
-    let y = x.broadcast_matmul(&w.t()?)?;
-    let update = x.broadcast_matmul(&a.to_dtype(dt)?.t()?)?.broadcast_matmul(&(b.to_dtype(dt)? * scale)?.t()?)?;
+    let y = x.broadcast_mm(&w.t()?)?;
+    let update = x.broadcast_mm(&a.to_dtype(dt)?.t()?)?.broadcast_mm(&(b.to_dtype(dt)? * scale)?.t()?)?;
     y + update
 }
 
@@ -498,11 +516,11 @@ impl CustomOp3 for LoraOp {
         let out_dim = g.dim(candle_core::D::Minus1)?;
         let x2 = x.reshape(((), in_dim))?;
         let g2 = g.to_dtype(dt)?.reshape(((), out_dim))?;
-        let xa = x2.matmul(&a16.t()?)?; // (rows, r)
-        let gb = g2.matmul(&b16)?; // (rows, r)
-        let dx = (g2.matmul(&self.w)? + (gb.matmul(&a16)? * self.scale)?)?.reshape(x.shape())?;
-        let da = (gb.t()?.matmul(&x2)? * self.scale)?.to_dtype(a.dtype())?;
-        let db = (g2.t()?.matmul(&xa)? * self.scale)?.to_dtype(b.dtype())?;
+        let xa = x2.mm(&a16.t()?)?; // (rows, r)
+        let gb = g2.mm(&b16)?; // (rows, r)
+        let dx = (g2.mm(&self.w)? + (gb.mm(&a16)? * self.scale)?)?.reshape(x.shape())?;
+        let da = (gb.t()?.mm(&x2)? * self.scale)?.to_dtype(a.dtype())?;
+        let db = (g2.t()?.mm(&xa)? * self.scale)?.to_dtype(b.dtype())?;
         Ok((Some(dx), Some(da), Some(db)))
     }
 }

@@ -1,0 +1,436 @@
+//! oneMKL's matrix products for thrive's CPU path: f32 × f32 → f32 (`cblas_sgemm`) and
+//! bf16 × bf16 → f32 (`cblas_gemm_bf16bf16f32`, which runs on AMX tiles where the CPU has them).
+//!
+//! MKL is linked statically with its sequential layer; the parallelism is ours: the output is cut
+//! into fixed tiles ([`TILE_ROWS`] × [`TILE_COLS`]) that rayon spreads over its threads. Each
+//! tile is one MKL call whose shape does not depend on the thread count, and MKL runs in its
+//! conditional-numerical-reproducibility mode, so a product is bit-identical whatever
+//! `RAYON_NUM_THREADS` is (thrive's determinism rule).
+//!
+//! Everything here needs the `link` feature (thrive-sft's `mkl` feature turns it on); without it
+//! the crate is empty, so that the workspace builds where MKL is not installed.
+#![cfg(feature = "link")]
+
+use half::bf16;
+use rayon::prelude::*;
+use std::ffi::{c_char, c_int};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Once;
+
+/// Rows of the output in one MKL call.
+pub const TILE_ROWS: usize = 512;
+/// Columns of the output in one MKL call.
+pub const TILE_COLS: usize = 1024;
+
+const ROW_MAJOR: c_int = 101;
+const NO_TRANS: c_int = 111;
+const TRANS: c_int = 112;
+const CBWR_AUTO: c_int = 2;
+const CBWR_STRICT: c_int = 0x10000;
+
+extern "C" {
+    #[allow(clippy::too_many_arguments)]
+    fn cblas_sgemm(
+        layout: c_int,
+        transa: c_int,
+        transb: c_int,
+        m: c_int,
+        n: c_int,
+        k: c_int,
+        alpha: f32,
+        a: *const f32,
+        lda: c_int,
+        b: *const f32,
+        ldb: c_int,
+        beta: f32,
+        c: *mut f32,
+        ldc: c_int,
+    );
+    #[allow(clippy::too_many_arguments)]
+    fn cblas_gemm_bf16bf16f32(
+        layout: c_int,
+        transa: c_int,
+        transb: c_int,
+        m: c_int,
+        n: c_int,
+        k: c_int,
+        alpha: f32,
+        a: *const u16,
+        lda: c_int,
+        b: *const u16,
+        ldb: c_int,
+        beta: f32,
+        c: *mut f32,
+        ldc: c_int,
+    );
+    fn MKL_Get_Version_String(buffer: *mut c_char, len: c_int);
+    fn MKL_CBWR_Set(settings: c_int) -> c_int;
+}
+
+/// Why a product was not computed; the caller falls back to another kernel.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("mkl: an operand is neither row- nor column-contiguous (strides {0:?})")]
+    Strides((usize, usize)),
+    #[error("mkl: dimension {0} does not fit MKL's 32-bit integers")]
+    TooLarge(usize),
+    #[error("mkl: operand of {len} elements is too short for a {rows} × {cols} view at offset {offset}")]
+    OutOfBounds { len: usize, offset: usize, rows: usize, cols: usize },
+    #[error("mkl: output holds {0} elements, expected {1}")]
+    Output(usize, usize),
+}
+
+/// A read-only view of a batch of matrices: element (i, j) of matrix b sits at
+/// `offset + b * batch_stride + i * row_stride + j * col_stride`. One of the two matrix strides
+/// must be 1 (row- or column-major), as BLAS needs; the batch stride may be 0 (one matrix shared).
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a, T> {
+    pub data: &'a [T],
+    pub offset: usize,
+    pub batch_stride: usize,
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+/// How BLAS reads one operand: transposed or not, and its leading dimension.
+#[derive(Clone, Copy)]
+struct Blas {
+    trans: c_int,
+    ld: usize,
+}
+
+impl<T> MatRef<'_, T> {
+    /// The BLAS description of `batch` views of `rows × cols`, checking they stay inside `data`.
+    fn blas(&self, batch: usize, rows: usize, cols: usize) -> Result<Blas, Error> {
+        if batch > 0 && rows > 0 && cols > 0 {
+            let last = self.offset
+                + (batch - 1) * self.batch_stride
+                + (rows - 1) * self.row_stride
+                + (cols - 1) * self.col_stride;
+            if last >= self.data.len() {
+                return Err(Error::OutOfBounds { len: self.data.len(), offset: self.offset, rows, cols });
+            }
+        }
+        // A stride over a dimension of size 1 is never used: any value that BLAS accepts will do.
+        let (rs, cs) = (self.row_stride, self.col_stride);
+        let blas = if (cs == 1 || cols == 1) && (rs >= cols || rows == 1) {
+            Blas { trans: NO_TRANS, ld: if rows == 1 { cols.max(1) } else { rs } }
+        } else if (rs == 1 || rows == 1) && (cs >= rows || cols == 1) {
+            Blas { trans: TRANS, ld: if cols == 1 { rows.max(1) } else { cs } }
+        } else {
+            return Err(Error::Strides((rs, cs)));
+        };
+        int(blas.ld)?;
+        Ok(blas)
+    }
+
+    /// Element offset of matrix `b`'s sub-view starting at (row, col).
+    fn at(&self, b: usize, row: usize, col: usize) -> usize {
+        self.offset + b * self.batch_stride + row * self.row_stride + col * self.col_stride
+    }
+}
+
+fn int(x: usize) -> Result<c_int, Error> {
+    c_int::try_from(x).map_err(|_| Error::TooLarge(x))
+}
+
+fn init() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Strict CNR: results independent of alignment and of MKL's code path choices at run time.
+        // SAFETY: a plain setter, called once before any product.
+        let status = unsafe { MKL_CBWR_Set(CBWR_AUTO | CBWR_STRICT) };
+        if status != 0 {
+            tracing::warn!(status, "MKL refused conditional numerical reproducibility: products may vary run to run");
+        }
+    });
+}
+
+/// oneMKL's version string, for `thrive --version`.
+pub fn version() -> String {
+    let mut buf = vec![0 as c_char; 256];
+    // SAFETY: MKL writes at most `len` bytes, NUL-terminated.
+    unsafe { MKL_Get_Version_String(buf.as_mut_ptr(), buf.len() as c_int) };
+    let bytes: Vec<u8> = buf.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+    String::from_utf8_lossy(&bytes).trim().to_string()
+}
+
+/// A raw output pointer shared by tiles that write disjoint parts of it.
+#[derive(Clone, Copy)]
+struct OutPtr<T>(*mut T);
+// SAFETY: every tile writes only its own rows × columns of the output.
+unsafe impl<T> Send for OutPtr<T> {}
+unsafe impl<T> Sync for OutPtr<T> {}
+
+impl<T> OutPtr<T> {
+    /// The pointer. A method, so that closures capture the whole (Send) wrapper.
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
+
+/// One MKL call's share of the output: matrix `b`, rows `i..i + tm`, columns `j..j + tn`.
+#[derive(Clone, Copy)]
+struct Tile {
+    b: usize,
+    i: usize,
+    tm: usize,
+    j: usize,
+    tn: usize,
+}
+
+/// The tiles of a batch of m × n outputs, in a fixed order.
+fn tiles(batch: usize, m: usize, n: usize) -> Vec<Tile> {
+    let mut out = Vec::with_capacity(batch * m.div_ceil(TILE_ROWS) * n.div_ceil(TILE_COLS));
+    for b in 0..batch {
+        for i in (0..m).step_by(TILE_ROWS) {
+            for j in (0..n).step_by(TILE_COLS) {
+                out.push(Tile { b, i, tm: TILE_ROWS.min(m - i), j, tn: TILE_COLS.min(n - j) });
+            }
+        }
+    }
+    out
+}
+
+/// The product's shape: `batch` products of (m × k) · (k × n).
+#[derive(Clone, Copy, Debug)]
+pub struct Dims {
+    pub batch: usize,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+}
+
+/// C (batch × m × n, row-major, contiguous) = A (m × k) · B (k × n) for each matrix, in f32.
+pub fn gemm_f32(d: Dims, a: MatRef<f32>, b: MatRef<f32>, c: &mut [f32]) -> Result<(), Error> {
+    let (ba, bb) = check(d, &a, &b, c.len())?;
+    if d.k == 0 {
+        c.fill(0.0);
+        return Ok(());
+    }
+    let out = OutPtr(c.as_mut_ptr());
+    tiles(d.batch, d.m, d.n).into_par_iter().for_each(|t| {
+        // SAFETY: the views were bounds-checked in `check`; the tile writes its own rows and
+        // columns of C, which no other tile touches.
+        unsafe {
+            cblas_sgemm(
+                ROW_MAJOR,
+                ba.trans,
+                bb.trans,
+                t.tm as c_int,
+                t.tn as c_int,
+                d.k as c_int,
+                1.0,
+                a.data.as_ptr().add(a.at(t.b, t.i, 0)),
+                ba.ld as c_int,
+                b.data.as_ptr().add(b.at(t.b, 0, t.j)),
+                bb.ld as c_int,
+                0.0,
+                out.get().add(out_offset(d, t)),
+                d.n as c_int,
+            )
+        }
+    });
+    Ok(())
+}
+
+/// C = A · B with bf16 inputs, f32 accumulation and f32 output (shapes as [`gemm_f32`]).
+pub fn gemm_bf16(d: Dims, a: MatRef<bf16>, b: MatRef<bf16>, c: &mut [f32]) -> Result<(), Error> {
+    let (ba, bb) = check(d, &a, &b, c.len())?;
+    if d.k == 0 {
+        c.fill(0.0);
+        return Ok(());
+    }
+    let out = OutPtr(c.as_mut_ptr());
+    tiles(d.batch, d.m, d.n).into_par_iter().for_each(|t| {
+        // SAFETY: as in `gemm_f32`; bf16 is a u16 bit pattern, as MKL_BF16 is.
+        unsafe { bf16_tile(d, ba, bb, &a, &b, t, out.get().add(out_offset(d, t)), d.n) }
+    });
+    Ok(())
+}
+
+/// C = A · B with bf16 inputs, accumulated in f32 and rounded once to a bf16 output (as a bf16
+/// matmul on a GPU does).
+pub fn gemm_bf16_to_bf16(d: Dims, a: MatRef<bf16>, b: MatRef<bf16>, c: &mut [bf16]) -> Result<(), Error> {
+    let (ba, bb) = check(d, &a, &b, c.len())?;
+    if d.k == 0 {
+        c.fill(bf16::ZERO);
+        return Ok(());
+    }
+    let out = OutPtr(c.as_mut_ptr());
+    tiles(d.batch, d.m, d.n).into_par_iter().for_each(|t| {
+        let mut scratch = vec![0f32; t.tm * t.tn];
+        // SAFETY: as in `gemm_bf16`; the scratch tile is tm × tn with leading dimension tn, and
+        // the rounded tile goes to this tile's rows and columns of C only.
+        unsafe {
+            bf16_tile(d, ba, bb, &a, &b, t, scratch.as_mut_ptr(), t.tn);
+            let base = out.get().add(out_offset(d, t));
+            for (r, row) in scratch.chunks_exact(t.tn).enumerate() {
+                let dst = std::slice::from_raw_parts_mut(base.add(r * d.n), t.tn);
+                for (o, &v) in dst.iter_mut().zip(row) {
+                    *o = bf16::from_f32(v);
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+fn out_offset(d: Dims, t: Tile) -> usize {
+    (t.b * d.m + t.i) * d.n + t.j
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe fn bf16_tile(d: Dims, ba: Blas, bb: Blas, a: &MatRef<bf16>, b: &MatRef<bf16>, t: Tile, c: *mut f32, ldc: usize) {
+    cblas_gemm_bf16bf16f32(
+        ROW_MAJOR,
+        ba.trans,
+        bb.trans,
+        t.tm as c_int,
+        t.tn as c_int,
+        d.k as c_int,
+        1.0,
+        a.data.as_ptr().add(a.at(t.b, t.i, 0)).cast(),
+        ba.ld as c_int,
+        b.data.as_ptr().add(b.at(t.b, 0, t.j)).cast(),
+        bb.ld as c_int,
+        0.0,
+        c,
+        ldc as c_int,
+    )
+}
+
+static PRODUCTS: AtomicU64 = AtomicU64::new(0);
+
+/// How many products this process has asked MKL for (one per call, whatever its tiles), so that
+/// tests can tell that a path really ran through MKL.
+pub fn products() -> u64 {
+    PRODUCTS.load(Ordering::Relaxed)
+}
+
+fn check<T>(d: Dims, a: &MatRef<T>, b: &MatRef<T>, c_len: usize) -> Result<(Blas, Blas), Error> {
+    init();
+    PRODUCTS.fetch_add(1, Ordering::Relaxed);
+    for x in [d.m, d.n, d.k] {
+        int(x)?;
+    }
+    if c_len != d.batch * d.m * d.n {
+        return Err(Error::Output(c_len, d.batch * d.m * d.n));
+    }
+    Ok((a.blas(d.batch, d.m, d.k)?, b.blas(d.batch, d.k, d.n)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive<T: Copy + Into<f32>>(d: Dims, a: &MatRef<T>, b: &MatRef<T>) -> Vec<f64> {
+        let mut c = vec![0f64; d.batch * d.m * d.n];
+        for t in 0..d.batch {
+            for i in 0..d.m {
+                for j in 0..d.n {
+                    c[(t * d.m + i) * d.n + j] = (0..d.k)
+                        .map(|p| a.data[a.at(t, i, p)].into() as f64 * b.data[b.at(t, p, j)].into() as f64)
+                        .sum();
+                }
+            }
+        }
+        c
+    }
+
+    fn data(len: usize, seed: u32) -> Vec<f32> {
+        (0..len)
+            .map(|i| (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 1000) as f32 / 500.0 - 1.0)
+            .collect()
+    }
+
+    /// A batch of `rows × cols` matrices at offset 3, row- or column-major; `shared` makes every
+    /// matrix of the batch the same one (batch stride 0).
+    fn view(data: &[f32], batch: usize, rows: usize, cols: usize, trans: bool, shared: bool) -> MatRef<'_, f32> {
+        let (row_stride, col_stride) = if trans { (1, rows) } else { (cols, 1) };
+        let batch_stride = if shared { 0 } else { rows * cols };
+        assert!(data.len() >= 3 + if shared { 1 } else { batch } * rows * cols);
+        MatRef { data, offset: 3, batch_stride, row_stride, col_stride }
+    }
+
+    fn same_view<'a, T, U>(v: &MatRef<T>, data: &'a [U]) -> MatRef<'a, U> {
+        MatRef {
+            data,
+            offset: v.offset,
+            batch_stride: v.batch_stride,
+            row_stride: v.row_stride,
+            col_stride: v.col_stride,
+        }
+    }
+
+    fn close(got: &[f32], want: &[f64], what: &str) {
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(want) {
+            assert!((*g as f64 - w).abs() < 1e-4 * (1.0 + w.abs()), "{what}: {g} vs {w}");
+        }
+    }
+
+    #[test]
+    fn every_layout_and_tile_edge_matches_a_naive_product() {
+        // 700 rows and 1100 columns cross both tile edges.
+        for &(batch, m, n, k) in &[(1, 700, 1100, 37), (3, 1, 5, 3), (2, 5, 1, 4), (2, 3, 4, 1), (2, 0, 3, 2)] {
+            let d = Dims { batch, m, n, k };
+            for (ta, tb, shared) in
+                [(false, false, false), (true, false, true), (false, true, false), (true, true, true)]
+            {
+                let what = format!("{d:?} trans {ta} {tb}, shared B {shared}");
+                let ad = data(3 + batch * m * k, 1);
+                let bd = data(3 + batch * k * n, 2);
+                let (a, b) = (view(&ad, batch, m, k, ta, false), view(&bd, batch, k, n, tb, shared));
+                let mut c = vec![f32::NAN; batch * m * n];
+                gemm_f32(d, a, b, &mut c).unwrap();
+                close(&c, &naive(d, &a, &b), &what);
+                // bf16 inputs: the exact product of the rounded values, accumulated in f32.
+                let ah: Vec<bf16> = ad.iter().map(|&x| bf16::from_f32(x)).collect();
+                let bh: Vec<bf16> = bd.iter().map(|&x| bf16::from_f32(x)).collect();
+                let (ah, bh) = (same_view(&a, &ah), same_view(&b, &bh));
+                gemm_bf16(d, ah, bh, &mut c).unwrap();
+                close(&c, &naive(d, &ah, &bh), &format!("bf16 {what}"));
+                let mut c16 = vec![bf16::NAN; batch * m * n];
+                gemm_bf16_to_bf16(d, ah, bh, &mut c16).unwrap();
+                assert!(c16.iter().zip(&c).all(|(h, f)| *h == bf16::from_f32(*f)), "{what}");
+            }
+        }
+    }
+
+    #[test]
+    fn bad_views_are_refused() {
+        let d = data(12, 0);
+        let mut c = vec![0f32; 4];
+        let dims = Dims { batch: 1, m: 2, n: 2, k: 2 };
+        let v = |offset, row_stride, col_stride| MatRef { data: &d, offset, batch_stride: 0, row_stride, col_stride };
+        assert_eq!(gemm_f32(dims, v(0, 3, 2), v(0, 2, 1), &mut c), Err(Error::Strides((3, 2))));
+        assert!(matches!(gemm_f32(dims, v(10, 2, 1), v(0, 2, 1), &mut c), Err(Error::OutOfBounds { .. })));
+        assert_eq!(gemm_f32(dims, v(0, 2, 1), v(0, 2, 1), &mut c[..3]), Err(Error::Output(3, 4)));
+        let two = Dims { batch: 2, ..dims };
+        let past = MatRef { data: &d, offset: 0, batch_stride: 9, row_stride: 2, col_stride: 1 };
+        assert!(matches!(gemm_f32(two, past, v(0, 2, 1), &mut [0f32; 8]), Err(Error::OutOfBounds { .. })));
+    }
+
+    #[test]
+    fn a_product_does_not_depend_on_the_thread_count() {
+        let d = Dims { batch: 2, m: 1300, n: 2100, k: 300 };
+        let ad = data(3 + 2 * d.m * d.k, 5);
+        let bd = data(3 + d.k * d.n, 6);
+        let (a, b) = (view(&ad, 2, d.m, d.k, false, false), view(&bd, 2, d.k, d.n, true, true));
+        let run = |threads| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let mut c = vec![0f32; 2 * d.m * d.n];
+            pool.install(|| gemm_f32(d, a, b, &mut c)).unwrap();
+            c
+        };
+        let one = run(1);
+        assert_eq!(one, run(3));
+        assert_eq!(one, run(7));
+    }
+
+    #[test]
+    fn version_names_onemkl() {
+        assert!(version().contains("Math Kernel Library"), "{}", version());
+    }
+}

@@ -1,0 +1,213 @@
+//! Every matrix product of the model, its loss and their backward passes goes through here, so
+//! that the `mkl` feature swaps candle's CPU kernel (the `gemm` crate) for oneMKL's in one place:
+//! `cblas_sgemm` for f32 and `cblas_gemm_bf16bf16f32` (AMX tiles where the CPU has them) for bf16.
+//! Without the feature, on CUDA, and for other dtypes these are candle's own products, unchanged.
+
+use candle_core::{CpuStorage, Layout, Result, Tensor};
+
+/// Matrix products that take oneMKL's kernel on the CPU when the `mkl` feature is on.
+pub trait Mm {
+    /// `self · rhs` with equal batch dimensions, as candle's `matmul`.
+    fn mm(&self, rhs: &Tensor) -> Result<Tensor>;
+    /// `self · rhs` with broadcast batch dimensions, as candle's `broadcast_matmul`.
+    fn broadcast_mm(&self, rhs: &Tensor) -> Result<Tensor>;
+}
+
+impl Mm for Tensor {
+    fn mm(&self, rhs: &Tensor) -> Result<Tensor> {
+        #[cfg(feature = "mkl")]
+        if mkl::applies(self, rhs) {
+            return mkl::matmul(self, rhs);
+        }
+        self.matmul(rhs)
+    }
+
+    fn broadcast_mm(&self, rhs: &Tensor) -> Result<Tensor> {
+        #[cfg(feature = "mkl")]
+        if mkl::applies(self, rhs) {
+            return mkl::broadcast_matmul(self, rhs);
+        }
+        self.broadcast_matmul(rhs)
+    }
+}
+
+/// A product on CPU storage, with the contract of candle's `BackendStorage::matmul`
+/// (`(batch, m, n, k)` and the two operands' layouts), for custom ops' forward passes.
+pub fn cpu_matmul(
+    lhs: &CpuStorage,
+    rhs: &CpuStorage,
+    bmnk: (usize, usize, usize, usize),
+    lhs_l: &Layout,
+    rhs_l: &Layout,
+) -> Result<CpuStorage> {
+    #[cfg(feature = "mkl")]
+    if let Some(out) = mkl::cpu_matmul(lhs, rhs, bmnk, lhs_l, rhs_l) {
+        return Ok(out);
+    }
+    candle_core::backend::BackendStorage::matmul(lhs, rhs, bmnk, lhs_l, rhs_l)
+}
+
+/// How many products oneMKL has computed in this process (0 without the `mkl` feature).
+pub fn mkl_products() -> u64 {
+    #[cfg(feature = "mkl")]
+    return thrive_mkl::products();
+    #[cfg(not(feature = "mkl"))]
+    0
+}
+
+/// Which kernel does the CPU's matrix products in this build, for `thrive --version`.
+pub fn cpu_backend() -> String {
+    #[cfg(feature = "mkl")]
+    {
+        // "Intel(R) oneAPI Math Kernel Library Version 2026.2-Product Build …": keep the number.
+        let full = thrive_mkl::version();
+        let number = full.split("Version ").nth(1).and_then(|v| v.split(['-', ' ']).next()).unwrap_or("?");
+        format!("oneMKL {number} (f32, bf16)")
+    }
+    #[cfg(not(feature = "mkl"))]
+    "candle gemm (pure Rust)".to_string()
+}
+
+#[cfg(feature = "mkl")]
+mod mkl {
+    use super::Mm;
+    use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
+    use thrive_mkl::{Dims, MatRef};
+
+    pub(super) fn applies(a: &Tensor, b: &Tensor) -> bool {
+        a.device().is_cpu() && a.dtype() == b.dtype() && matches!(a.dtype(), DType::F32 | DType::BF16)
+    }
+
+    pub(super) fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        let (ad, bd) = (a.dims(), b.dims());
+        let r = ad.len();
+        // Shapes candle would refuse go to candle, for its error message.
+        if r < 2 || bd.len() != r || ad[..r - 2] != bd[..r - 2] || ad[r - 1] != bd[r - 2] {
+            return a.matmul(b);
+        }
+        // Batch dimensions that do not collapse to one stride (a broadcast in the middle, a
+        // transposed batch) are copied once, as candle's own kernel needs too.
+        let dense = |t: &Tensor| match batch_stride(t.dims(), t.stride()) {
+            Some(_) => Ok(t.clone()),
+            None => t.contiguous(),
+        };
+        dense(a)?.apply_op2(&dense(b)?, MklMatmul)
+    }
+
+    pub(super) fn broadcast_matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        let (ad, bd) = (a.dims(), b.dims());
+        if ad.len() < 2 || bd.len() < 2 {
+            return a.broadcast_matmul(b);
+        }
+        if bd.len() == 2 && ad.len() > 2 {
+            // A shared matrix on the right (a linear layer's weight): fold the batch into rows, so
+            // that one product runs and the weight's gradient is not summed from per-batch copies.
+            let k = ad[ad.len() - 1];
+            let rows = a.elem_count() / k.max(1);
+            let y = a.reshape((rows, k))?.mm(b)?;
+            let mut out = ad.to_vec();
+            *out.last_mut().expect("rank > 2") = bd[1];
+            return y.reshape(out);
+        }
+        let (ab, bb) = (&ad[..ad.len() - 2], &bd[..bd.len() - 2]);
+        let batch = Shape::from(ab).broadcast_shape_binary_op(&Shape::from(bb), "broadcast_mm")?;
+        let a_shape = [batch.dims(), &ad[ad.len() - 2..]].concat();
+        let b_shape = [batch.dims(), &bd[bd.len() - 2..]].concat();
+        a.broadcast_as(a_shape)?.mm(&b.broadcast_as(b_shape)?)
+    }
+
+    /// `a · b` with equal batch dimensions; its backward pass uses the same kernel and computes
+    /// only the gradients that something needs.
+    struct MklMatmul;
+
+    impl CustomOp2 for MklMatmul {
+        fn name(&self) -> &'static str {
+            "mkl-matmul"
+        }
+
+        fn cpu_fwd(&self, a: &CpuStorage, al: &Layout, b: &CpuStorage, bl: &Layout) -> Result<(CpuStorage, Shape)> {
+            let (ad, bd) = (al.dims(), bl.dims());
+            let r = ad.len();
+            let (m, k, n) = (ad[r - 2], ad[r - 1], bd[r - 1]);
+            let batch: usize = ad[..r - 2].iter().product();
+            let out = super::cpu_matmul(a, b, (batch, m, n, k), al, bl)?;
+            Ok((out, Shape::from([&ad[..r - 2], &[m, n]].concat())))
+        }
+
+        fn bwd(
+            &self,
+            a: &Tensor,
+            b: &Tensor,
+            _res: &Tensor,
+            grad: &Tensor,
+        ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+            let da = if a.track_op() { Some(grad.mm(&b.t()?)?) } else { None };
+            let db = if b.track_op() { Some(a.t()?.mm(grad)?) } else { None };
+            Ok((da, db))
+        }
+    }
+
+    /// oneMKL's product for f32 or bf16 operands whose layouts BLAS can read; `None` sends the
+    /// product to candle's kernel.
+    pub(super) fn cpu_matmul(
+        a: &CpuStorage,
+        b: &CpuStorage,
+        (batch, m, n, k): (usize, usize, usize, usize),
+        al: &Layout,
+        bl: &Layout,
+    ) -> Option<CpuStorage> {
+        let d = Dims { batch, m, n, k };
+        let out = match (a, b) {
+            (CpuStorage::F32(a), CpuStorage::F32(b)) => {
+                let mut c = vec![0f32; batch * m * n];
+                thrive_mkl::gemm_f32(d, view(a, al, batch, m, k)?, view(b, bl, batch, k, n)?, &mut c)
+                    .map(|()| CpuStorage::F32(c))
+            }
+            (CpuStorage::BF16(a), CpuStorage::BF16(b)) => {
+                let mut c = vec![half::bf16::ZERO; batch * m * n];
+                thrive_mkl::gemm_bf16_to_bf16(d, view(a, al, batch, m, k)?, view(b, bl, batch, k, n)?, &mut c)
+                    .map(|()| CpuStorage::BF16(c))
+            }
+            _ => return None,
+        };
+        out.map_err(|e| tracing::debug!("{e}; candle's kernel does this product")).ok()
+    }
+
+    /// A layout as `batch` matrices of `rows × cols`, if its batch dimensions collapse to one
+    /// stride (dimensions of size 1 have no stride that matters).
+    fn view<'a, T>(data: &'a [T], l: &Layout, batch: usize, rows: usize, cols: usize) -> Option<MatRef<'a, T>> {
+        let (dims, stride) = (l.dims(), l.stride());
+        let r = dims.len();
+        if r < 2 || dims[r - 2] != rows || dims[r - 1] != cols || dims[..r - 2].iter().product::<usize>() != batch {
+            return None;
+        }
+        let batch_stride = batch_stride(dims, stride)?;
+        Some(MatRef {
+            data,
+            offset: l.start_offset(),
+            batch_stride,
+            row_stride: stride[r - 2],
+            col_stride: stride[r - 1],
+        })
+    }
+
+    /// The one stride between consecutive matrices of a (…, rows, cols) layout, if its batch
+    /// dimensions collapse to one (dimensions of size 1 have no stride that matters).
+    fn batch_stride(dims: &[usize], stride: &[usize]) -> Option<usize> {
+        let r = dims.len();
+        if r < 2 {
+            return None;
+        }
+        let mut batch_stride = 0;
+        let mut inner: Option<(usize, usize)> = None; // (size, stride) of the next batch dimension in
+        for (&size, &st) in dims[..r - 2].iter().zip(&stride[..r - 2]).rev().filter(|(&size, _)| size != 1) {
+            match inner {
+                None => batch_stride = st,
+                Some((isize, ist)) if st == isize * ist => {}
+                Some(_) => return None,
+            }
+            inner = Some((size, st));
+        }
+        Some(batch_stride)
+    }
+}

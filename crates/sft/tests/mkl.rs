@@ -1,0 +1,145 @@
+//! The `mkl` feature's products (crates/sft/src/matmul.rs) against candle's own: values, shapes,
+//! broadcasting, gradients, bf16 rounding, and independence of the thread count for a whole LoRA
+//! step. The step itself is checked against transformers + peft by parity.rs, which also runs
+//! with the feature (`cargo test -p thrive-sft --features mkl`, as .ci/run does).
+#![cfg(feature = "mkl")]
+
+mod common;
+use candle_core::{DType, Device, Tensor, Var};
+use common::*;
+use std::path::PathBuf;
+use thrive_sft::matmul::{mkl_products, Mm};
+use thrive_sft::{loss_and_grads, Gemma, LoraConfig};
+
+/// Deterministic values in [-1, 1) (no global random state: the thread test compares runs).
+fn values(shape: &[usize], seed: u64) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n as u64)
+        .map(|i| {
+            let x = (i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(seed.wrapping_mul(0xD1B5_4A32_D192_ED03));
+            ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+fn assert_close(what: &str, got: &Tensor, want: &Tensor, rel: f32) {
+    assert_eq!(got.dims(), want.dims(), "{what}: shape");
+    let scale = max_abs(want).max(1e-6);
+    let diff = max_abs_diff(&got.to_dtype(DType::F32).unwrap(), &want.to_dtype(DType::F32).unwrap());
+    assert!(diff <= rel * scale, "{what}: differs by {diff} (largest entry {scale})");
+}
+
+/// Runs `f` and says how many MKL products it took.
+fn counting<T>(f: impl FnOnce() -> T) -> (T, u64) {
+    let before = mkl_products();
+    let out = f();
+    (out, mkl_products() - before)
+}
+
+#[test]
+fn f32_products_equal_candles_in_every_layout() {
+    let a = values(&[2, 3, 700, 40], 1);
+    let b = values(&[2, 3, 40, 1100], 2);
+    let (got, calls) = counting(|| a.mm(&b).unwrap());
+    assert!(calls >= 1, "the product did not go through MKL");
+    assert_close("batched, across tile edges", &got, &a.matmul(&b).unwrap(), 1e-5);
+
+    // Transposed views are read in place; a broadcast batch and a shared 2-D weight too.
+    let at = values(&[2, 3, 40, 700], 3).transpose(2, 3).unwrap();
+    assert_close("transposed lhs", &at.mm(&b).unwrap(), &at.matmul(&b).unwrap(), 1e-5);
+    let x = values(&[4, 9, 16], 4);
+    let w = values(&[24, 16], 5);
+    assert_close(
+        "shared weight",
+        &x.broadcast_mm(&w.t().unwrap()).unwrap(),
+        &x.broadcast_matmul(&w.t().unwrap()).unwrap(),
+        1e-5,
+    );
+    let p = values(&[3, 1, 9, 16], 6);
+    let q = values(&[1, 2, 16, 5], 7);
+    assert_close("broadcast batch", &p.broadcast_mm(&q).unwrap(), &p.broadcast_matmul(&q).unwrap(), 1e-5);
+    // A batch whose dimensions do not collapse to one stride is copied first (candle's own
+    // kernel refuses it).
+    let odd = values(&[3, 2, 9, 16], 8).transpose(0, 1).unwrap();
+    let q2 = values(&[2, 3, 16, 5], 9);
+    assert!(odd.matmul(&q2).is_err());
+    assert_close("uncollapsible batch", &odd.mm(&q2).unwrap(), &odd.contiguous().unwrap().matmul(&q2).unwrap(), 1e-5);
+    // Shapes candle refuses are refused.
+    assert!(a.mm(&a).is_err());
+}
+
+#[test]
+fn bf16_products_accumulate_in_f32_and_round_once() {
+    let a = values(&[3, 200, 96], 10).to_dtype(DType::BF16).unwrap();
+    let b = values(&[3, 96, 130], 11).to_dtype(DType::BF16).unwrap();
+    let (got, calls) = counting(|| a.mm(&b).unwrap());
+    assert!(calls >= 1, "the bf16 product did not go through MKL");
+    assert_eq!(got.dtype(), DType::BF16);
+    // The exact product of the bf16 values, rounded once: at most one bf16 step (2⁻⁸ relative)
+    // away, where candle's bf16 kernel may round more often.
+    let exact = a.to_dtype(DType::F32).unwrap().matmul(&b.to_dtype(DType::F32).unwrap()).unwrap();
+    let got = got.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let exact = exact.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    for (g, e) in got.iter().zip(&exact) {
+        assert!((g - e).abs() <= e.abs() / 256.0 + 1e-6, "bf16 {g} vs exact {e}");
+    }
+}
+
+#[test]
+fn gradients_through_the_products_equal_candles_autograd() {
+    let loss = |use_mkl: bool| {
+        let a = Var::from_tensor(&values(&[2, 4, 6, 5], 20)).unwrap();
+        let b = Var::from_tensor(&values(&[2, 4, 5, 3], 21)).unwrap();
+        let w = Var::from_tensor(&values(&[7, 3], 22)).unwrap();
+        let c = values(&[2, 4, 6, 7], 23);
+        let (h, y) = if use_mkl {
+            let h = a.as_tensor().mm(b.as_tensor()).unwrap();
+            let y = h.broadcast_mm(&w.as_tensor().t().unwrap()).unwrap();
+            (h, y)
+        } else {
+            let h = a.as_tensor().matmul(b.as_tensor()).unwrap();
+            let y = h.broadcast_matmul(&w.as_tensor().t().unwrap()).unwrap();
+            (h, y)
+        };
+        let _ = h;
+        let grads = (y * &c).unwrap().sum_all().unwrap().backward().unwrap();
+        [&a, &b, &w].map(|v| grads.get(v.as_tensor()).unwrap().clone())
+    };
+    let (mkl, calls) = counting(|| loss(true));
+    assert!(calls >= 6, "only {calls} MKL products for two forward and four backward products");
+    for (i, (g, want)) in mkl.iter().zip(loss(false).iter()).enumerate() {
+        assert_close(&format!("gradient {i}"), g, want, 1e-5);
+    }
+}
+
+#[test]
+fn a_lora_step_does_not_depend_on_the_thread_count() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-gemma2");
+    let reference = candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu).unwrap();
+    let b = batch(&reference);
+    let step = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let mut model = Gemma::load(&dir, DType::F32, &Device::Cpu).unwrap();
+            let cfg = LoraConfig { rank: 4, alpha: 8.0, ..LoraConfig::default() };
+            let mut rng = thrive_core::Seeds::new(0).stream(thrive_core::Stream::Training(1));
+            model.add_lora(&cfg, &mut rng).unwrap();
+            let vars: Vec<Var> = model.trainable().into_iter().map(|(_, v)| v).collect();
+            for (i, v) in vars.iter().enumerate().filter(|(i, _)| i % 2 == 1) {
+                v.set(&(values(v.dims(), i as u64) * 0.05).unwrap()).unwrap();
+            }
+            let (loss, _, grads) = loss_and_grads(&model, &b, None, false, 1, &vars).unwrap();
+            let grads: Vec<Vec<f32>> =
+                grads.iter().map(|g| g.flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect();
+            (loss, grads)
+        })
+    };
+    let ((one, grads_one), calls) = counting(|| step(1));
+    assert!(calls > 0, "the LoRA step did not go through MKL");
+    let (two, grads_two) = step(2);
+    let (three, grads_three) = step(3);
+    assert_eq!(one.to_bits(), two.to_bits());
+    assert_eq!(one.to_bits(), three.to_bits());
+    assert!(grads_one == grads_two && grads_one == grads_three, "gradients depend on the thread count");
+}
