@@ -7,6 +7,9 @@
 # usage: scripts/bench-train.sh [MODE=lora|full] [LEN=250] [STEPS=3] [SEQS=8] [MICRO=8]
 #   THRIVE_FLAGS="--gradient-checkpointing"   extra flags for thrive sft
 #   PEER=f32|bf16-autocast|none               the PyTorch side's precision, or skip it
+#   FEATURES=mkl                              cargo features of thrive's build (mkl: run
+#                                             scripts/setup-mkl.sh first); THRIVE_FLAGS="--dtype bf16"
+#                                             then trains with AMX bf16 products
 # needs: the Python venv with the LM packages (scripts/setup-python.sh lm) unless PEER=none.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +22,8 @@ PEER=${PEER:-f32}
 PY=${PY:-scripts/.venv/bin/python}
 gguf="$(bash scripts/fetch-gemma3.sh | tail -n 1)"
 model_dir="${gguf%.gguf}-thrive"
-cargo build --release -q -p thrive-cli
+FEATURES=${FEATURES:-}
+cargo build --release -q -p thrive-cli ${FEATURES:+--features "$FEATURES"}
 thrive=target/release/thrive
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
