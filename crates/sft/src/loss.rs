@@ -83,7 +83,9 @@ fn loss_with(
     if n == 0 {
         return Err(crate::Error::Invalid("a batch with no target tokens".into()));
     }
+    let started = std::time::Instant::now();
     let hidden = model.hidden_states_with(&batch.input_ids, &batch.attention_mask, dropout_rng, checkpoint)?;
+    let layers_seconds = started.elapsed().as_secs_f64();
     let hidden = hidden.reshape((b * seq, hidden.dim(D::Minus1)?))?;
     let device = hidden.device().clone();
     let picked = hidden.index_select(&Tensor::from_vec(rows, n, &device)?, 0)?;
@@ -123,6 +125,12 @@ fn loss_with(
         });
     }
     let total = total.expect("n > 0");
+    tracing::debug!(
+        layers_seconds,
+        loss_seconds = started.elapsed().as_secs_f64() - layers_seconds,
+        targets = n,
+        "forward pass"
+    );
     Ok(((total / n as f64)?, n))
 }
 
@@ -218,7 +226,11 @@ pub fn loss_and_grads_planned(
     let (loss, n) = loss_with(model, batch, dropout_rng, sink.as_ref(), plan)?;
     let weighted = (loss * (n as f64 / denominator.max(1) as f64))?;
     let value = weighted.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    let started = std::time::Instant::now();
     let store = weighted.backward()?;
+    let parts: Vec<String> =
+        crate::ops::take_backward_seconds().iter().map(|(name, s)| format!("{name} {s:.2} s")).collect();
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), recomputed = parts.join(", "), "backward pass");
     let mut grads = crate::optim::grads_of(&store, vars)?;
     if let Some(sink) = &sink {
         for (g, v) in grads.iter_mut().zip(vars) {

@@ -186,6 +186,16 @@ pub fn recompute(
     Ok((out, rng))
 }
 
+/// Seconds spent in each recomputed function's backward pass (recomputation included) since
+/// the last [`take_backward_seconds`], for the debug log of a training step.
+static BACKWARD_SECONDS: Mutex<std::collections::BTreeMap<&'static str, f64>> =
+    Mutex::new(std::collections::BTreeMap::new());
+
+/// The backward seconds by recomputed function, and resets them.
+pub fn take_backward_seconds() -> Vec<(&'static str, f64)> {
+    BACKWARD_SECONDS.lock().map(|mut t| std::mem::take(&mut *t).into_iter().collect()).unwrap_or_default()
+}
+
 struct RecomputeOp {
     name: &'static str,
     body: Arc<Body>,
@@ -248,6 +258,15 @@ impl RecomputeOp {
 
     /// Runs the body again on fresh variables and backpropagates `grad` through it.
     fn backward(&self, args: &[&Tensor], grad: &Tensor) -> CResult<Vec<Option<Tensor>>> {
+        let started = std::time::Instant::now();
+        let out = self.backward_untimed(args, grad);
+        if let Ok(mut t) = BACKWARD_SECONDS.lock() {
+            *t.entry(self.name).or_default() += started.elapsed().as_secs_f64();
+        }
+        out
+    }
+
+    fn backward_untimed(&self, args: &[&Tensor], grad: &Tensor) -> CResult<Vec<Option<Tensor>>> {
         if let Some(manual) = &self.manual {
             let inputs: Vec<Tensor> = args.iter().map(|a| a.detach()).collect();
             return manual(&inputs, &grad.detach()).map_err(to_candle);
