@@ -103,7 +103,16 @@ enum Command {
     CheckDevice(cmd::check_device::Args),
 }
 
+/// mimalloc's `mi_option_purge_delay` (index 15 of `mi_option_e` in the v2 and v3 headers that
+/// libmimalloc-sys builds).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
 fn main() -> ExitCode {
+    // Never hand freed memory back to the kernel: a training step frees and reallocates buffers
+    // of hundreds of megabytes, and the kernel zeroing them again on every first touch took 15 %
+    // of a LoRA step (perf); keeping them took 5-10 % off the step for 2 % more peak memory.
+    // SAFETY: a plain integer option, set before this program starts any thread.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     let cli = Cli::parse();
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log.clone());
     tracing_subscriber::fmt()

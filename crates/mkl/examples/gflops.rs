@@ -11,7 +11,8 @@ fn main() {
         let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
         let ah: Vec<bf16> = a.iter().map(|&x| bf16::from_f32(x)).collect();
         let bh: Vec<bf16> = b.iter().map(|&x| bf16::from_f32(x)).collect();
-        let mut c = vec![0f32; m * n];
+        let mut c = Vec::<f32>::with_capacity(m * n);
+        let c = &mut c.spare_capacity_mut()[..m * n];
         // A row-major, B as the transposed view of an (n, k) weight, as a linear layer reads it.
         let ar = MatRef { data: &a[..], offset: 0, batch_stride: 0, row_stride: k, col_stride: 1 };
         let br = MatRef { data: &b[..], offset: 0, batch_stride: 0, row_stride: 1, col_stride: k };
@@ -26,8 +27,8 @@ fn main() {
             }
             flop * 5.0 / t.elapsed().as_secs_f64() / 1e9
         };
-        let f32_rate = rate(&mut || gemm_f32(d, ar, br, &mut c).unwrap());
-        let bf16_rate = rate(&mut || gemm_bf16(d, ahr, bhr, &mut c).unwrap());
+        let f32_rate = rate(&mut || gemm_f32(d, ar, br, c).unwrap());
+        let bf16_rate = rate(&mut || gemm_bf16(d, ahr, bhr, c).unwrap());
         println!("{m} × {n} × {k}: f32 {f32_rate:.0} GFLOP/s, bf16 → f32 {bf16_rate:.0} GFLOP/s");
     }
 }

@@ -14,6 +14,7 @@
 use half::bf16;
 use rayon::prelude::*;
 use std::ffi::{c_char, c_int};
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Once;
 
@@ -202,16 +203,17 @@ pub struct Dims {
 }
 
 /// C (batch × m × n, row-major, contiguous) = A (m × k) · B (k × n) for each matrix, in f32.
-pub fn gemm_f32(d: Dims, a: MatRef<f32>, b: MatRef<f32>, c: &mut [f32]) -> Result<(), Error> {
+pub fn gemm_f32(d: Dims, a: MatRef<f32>, b: MatRef<f32>, c: &mut [MaybeUninit<f32>]) -> Result<(), Error> {
     let (ba, bb) = check(d, &a, &b, c.len())?;
     if d.k == 0 {
-        c.fill(0.0);
+        c.fill(MaybeUninit::new(0.0));
         return Ok(());
     }
-    let out = OutPtr(c.as_mut_ptr());
+    let out = OutPtr(c.as_mut_ptr().cast::<f32>());
     tiles(d.batch, d.m, d.n).into_par_iter().for_each(|t| {
         // SAFETY: the views were bounds-checked in `check`; the tile writes its own rows and
-        // columns of C, which no other tile touches.
+        // columns of C, which no other tile touches, and MKL never reads C when β = 0 (so C
+        // may start uninitialised).
         unsafe {
             cblas_sgemm(
                 ROW_MAJOR,
@@ -235,13 +237,13 @@ pub fn gemm_f32(d: Dims, a: MatRef<f32>, b: MatRef<f32>, c: &mut [f32]) -> Resul
 }
 
 /// C = A · B with bf16 inputs, f32 accumulation and f32 output (shapes as [`gemm_f32`]).
-pub fn gemm_bf16(d: Dims, a: MatRef<bf16>, b: MatRef<bf16>, c: &mut [f32]) -> Result<(), Error> {
+pub fn gemm_bf16(d: Dims, a: MatRef<bf16>, b: MatRef<bf16>, c: &mut [MaybeUninit<f32>]) -> Result<(), Error> {
     let (ba, bb) = check(d, &a, &b, c.len())?;
     if d.k == 0 {
-        c.fill(0.0);
+        c.fill(MaybeUninit::new(0.0));
         return Ok(());
     }
-    let out = OutPtr(c.as_mut_ptr());
+    let out = OutPtr(c.as_mut_ptr().cast::<f32>());
     tiles(d.batch, d.m, d.n).into_par_iter().for_each(|t| {
         // SAFETY: as in `gemm_f32`; bf16 is a u16 bit pattern, as MKL_BF16 is.
         unsafe { bf16_tile(d, ba, bb, &a, &b, t, out.get().add(out_offset(d, t)), d.n) }
@@ -251,13 +253,13 @@ pub fn gemm_bf16(d: Dims, a: MatRef<bf16>, b: MatRef<bf16>, c: &mut [f32]) -> Re
 
 /// C = A · B with bf16 inputs, accumulated in f32 and rounded once to a bf16 output (as a bf16
 /// matmul on a GPU does).
-pub fn gemm_bf16_to_bf16(d: Dims, a: MatRef<bf16>, b: MatRef<bf16>, c: &mut [bf16]) -> Result<(), Error> {
+pub fn gemm_bf16_to_bf16(d: Dims, a: MatRef<bf16>, b: MatRef<bf16>, c: &mut [MaybeUninit<bf16>]) -> Result<(), Error> {
     let (ba, bb) = check(d, &a, &b, c.len())?;
     if d.k == 0 {
-        c.fill(bf16::ZERO);
+        c.fill(MaybeUninit::new(bf16::ZERO));
         return Ok(());
     }
-    let out = OutPtr(c.as_mut_ptr());
+    let out = OutPtr(c.as_mut_ptr().cast::<bf16>());
     tiles(d.batch, d.m, d.n).into_par_iter().for_each(|t| {
         let mut scratch = vec![0f32; t.tm * t.tn];
         // SAFETY: as in `gemm_bf16`; the scratch tile is tm × tn with leading dimension tn, and
@@ -266,9 +268,8 @@ pub fn gemm_bf16_to_bf16(d: Dims, a: MatRef<bf16>, b: MatRef<bf16>, c: &mut [bf1
             bf16_tile(d, ba, bb, &a, &b, t, scratch.as_mut_ptr(), t.tn);
             let base = out.get().add(out_offset(d, t));
             for (r, row) in scratch.chunks_exact(t.tn).enumerate() {
-                let dst = std::slice::from_raw_parts_mut(base.add(r * d.n), t.tn);
-                for (o, &v) in dst.iter_mut().zip(row) {
-                    *o = bf16::from_f32(v);
+                for (k, &v) in row.iter().enumerate() {
+                    base.add(r * d.n + k).write(bf16::from_f32(v));
                 }
             }
         }
@@ -363,6 +364,15 @@ mod tests {
         }
     }
 
+    /// Runs a product into a fresh, uninitialised output of `len` elements.
+    fn product<T>(len: usize, f: impl FnOnce(&mut [MaybeUninit<T>]) -> Result<(), Error>) -> Result<Vec<T>, Error> {
+        let mut c = Vec::with_capacity(len);
+        f(&mut c.spare_capacity_mut()[..len])?;
+        // SAFETY: the product wrote all `len` elements.
+        unsafe { c.set_len(len) };
+        Ok(c)
+    }
+
     fn close(got: &[f32], want: &[f64], what: &str) {
         assert_eq!(got.len(), want.len());
         for (g, w) in got.iter().zip(want) {
@@ -382,17 +392,15 @@ mod tests {
                 let ad = data(3 + batch * m * k, 1);
                 let bd = data(3 + batch * k * n, 2);
                 let (a, b) = (view(&ad, batch, m, k, ta, false), view(&bd, batch, k, n, tb, shared));
-                let mut c = vec![f32::NAN; batch * m * n];
-                gemm_f32(d, a, b, &mut c).unwrap();
+                let c = product(batch * m * n, |c| gemm_f32(d, a, b, c)).unwrap();
                 close(&c, &naive(d, &a, &b), &what);
                 // bf16 inputs: the exact product of the rounded values, accumulated in f32.
                 let ah: Vec<bf16> = ad.iter().map(|&x| bf16::from_f32(x)).collect();
                 let bh: Vec<bf16> = bd.iter().map(|&x| bf16::from_f32(x)).collect();
                 let (ah, bh) = (same_view(&a, &ah), same_view(&b, &bh));
-                gemm_bf16(d, ah, bh, &mut c).unwrap();
+                let c = product(batch * m * n, |c| gemm_bf16(d, ah, bh, c)).unwrap();
                 close(&c, &naive(d, &ah, &bh), &format!("bf16 {what}"));
-                let mut c16 = vec![bf16::NAN; batch * m * n];
-                gemm_bf16_to_bf16(d, ah, bh, &mut c16).unwrap();
+                let c16 = product(batch * m * n, |c| gemm_bf16_to_bf16(d, ah, bh, c)).unwrap();
                 assert!(c16.iter().zip(&c).all(|(h, f)| *h == bf16::from_f32(*f)), "{what}");
             }
         }
@@ -401,15 +409,15 @@ mod tests {
     #[test]
     fn bad_views_are_refused() {
         let d = data(12, 0);
-        let mut c = vec![0f32; 4];
         let dims = Dims { batch: 1, m: 2, n: 2, k: 2 };
         let v = |offset, row_stride, col_stride| MatRef { data: &d, offset, batch_stride: 0, row_stride, col_stride };
-        assert_eq!(gemm_f32(dims, v(0, 3, 2), v(0, 2, 1), &mut c), Err(Error::Strides((3, 2))));
-        assert!(matches!(gemm_f32(dims, v(10, 2, 1), v(0, 2, 1), &mut c), Err(Error::OutOfBounds { .. })));
-        assert_eq!(gemm_f32(dims, v(0, 2, 1), v(0, 2, 1), &mut c[..3]), Err(Error::Output(3, 4)));
+        let run = |dims: Dims, a, b, len| product(len, |c| gemm_f32(dims, a, b, c)).map(|_| ());
+        assert_eq!(run(dims, v(0, 3, 2), v(0, 2, 1), 4), Err(Error::Strides((3, 2))));
+        assert!(matches!(run(dims, v(10, 2, 1), v(0, 2, 1), 4), Err(Error::OutOfBounds { .. })));
+        assert_eq!(run(dims, v(0, 2, 1), v(0, 2, 1), 3), Err(Error::Output(3, 4)));
         let two = Dims { batch: 2, ..dims };
         let past = MatRef { data: &d, offset: 0, batch_stride: 9, row_stride: 2, col_stride: 1 };
-        assert!(matches!(gemm_f32(two, past, v(0, 2, 1), &mut [0f32; 8]), Err(Error::OutOfBounds { .. })));
+        assert!(matches!(run(two, past, v(0, 2, 1), 8), Err(Error::OutOfBounds { .. })));
     }
 
     #[test]
@@ -420,9 +428,7 @@ mod tests {
         let (a, b) = (view(&ad, 2, d.m, d.k, false, false), view(&bd, 2, d.k, d.n, true, true));
         let run = |threads| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            let mut c = vec![0f32; 2 * d.m * d.n];
-            pool.install(|| gemm_f32(d, a, b, &mut c)).unwrap();
-            c
+            pool.install(|| product(2 * d.m * d.n, |c| gemm_f32(d, a, b, c))).unwrap()
         };
         let one = run(1);
         assert_eq!(one, run(3));

@@ -23,6 +23,10 @@ pub struct Batch {
 /// are 64 MiB, a chunk of 64 rows of Gemma's 262,144-token vocabulary.
 const LOSS_CHUNK_VALUES: usize = 1 << 24;
 
+/// The same for the CPU's fused linear cross-entropy of a training step: 2²⁶ f32 values
+/// (256 MiB, 256 rows of 262,144), its only buffer of that size.
+const LOSS_CHUNK_VALUES_FUSED: usize = 1 << 26;
+
 /// The same on a GPU: 2²⁸ f32 values (1 GiB, 1,024 rows of 262,144). Each chunk reads the whole
 /// output matrix three times and launches a fixed number of kernels, so 64-row chunks spent an
 /// H200's time on overheads (README, GPU figures); the backward of a chunk holds about five
@@ -44,14 +48,14 @@ pub fn next_token_loss(
     batch: &Batch,
     dropout_rng: Option<&mut thrive_core::Rng>,
 ) -> Result<(Tensor, usize)> {
-    loss_with(model, batch, dropout_rng, None, LossPlan::default())
+    loss_with(model, batch, dropout_rng, None, LossPlan::default(), false)
 }
 
 /// [`next_token_loss`] with the logits computed `rows` target positions at a time (the default
 /// keeps a chunk near 2²⁴ values); the result does not depend on it. For tests.
 #[doc(hidden)]
 pub fn next_token_loss_in_chunks(model: &Gemma, batch: &Batch, rows: usize) -> Result<(Tensor, usize)> {
-    loss_with(model, batch, None, None, LossPlan { chunk_rows: Some(rows) })
+    loss_with(model, batch, None, None, LossPlan { chunk_rows: Some(rows) }, false)
 }
 
 /// The loss, optionally with gradient checkpointing (see [`Gemma::hidden_states_with`]).
@@ -65,6 +69,7 @@ fn loss_with(
     dropout_rng: Option<&mut thrive_core::Rng>,
     checkpoint: Option<&GradSink>,
     plan: LossPlan,
+    training: bool,
 ) -> Result<(Tensor, usize)> {
     let (b, seq) = batch.input_ids.dims2()?;
     debug_assert_eq!(batch.attention_mask.len(), b);
@@ -89,7 +94,15 @@ fn loss_with(
     let hidden = hidden.reshape((b * seq, hidden.dim(D::Minus1)?))?;
     let device = hidden.device().clone();
     let picked = hidden.index_select(&Tensor::from_vec(rows, n, &device)?, 0)?;
-    let per_chunk = if device.is_cpu() { LOSS_CHUNK_VALUES } else { LOSS_CHUNK_VALUES_GPU };
+    // A training step on the CPU with a frozen output layer computes the loss's gradient in
+    // the forward pass (below), which keeps one logits-sized buffer per chunk instead of
+    // several: it takes larger chunks, so that MKL or gemm repacks the output matrix less often.
+    let fused = training && device.is_cpu() && picked.dtype() == DType::F32 && model.embed_var().is_none();
+    let per_chunk = match (device.is_cpu(), fused) {
+        (true, true) => LOSS_CHUNK_VALUES_FUSED,
+        (true, false) => LOSS_CHUNK_VALUES,
+        (false, _) => LOSS_CHUNK_VALUES_GPU,
+    };
     let chunk = plan.chunk_rows.unwrap_or(per_chunk / model.cfg.vocab_size).max(1);
     // The CPU's fused cross-entropy op takes the f32 logits the output layer gives there; on a
     // GPU the hand-written backward replaces autograd through candle's ops.
@@ -103,7 +116,27 @@ fn loss_with(
             Some(e) => vec![&rows, e.as_tensor()],
             None => vec![&rows],
         };
-        let (nll, _) = if manual {
+        let (nll, _) = if manual && fused && rows.track_op() {
+            // Liger's fused linear cross-entropy: the forward pass also computes the rows'
+            // gradient and keeps only that (chunk rows × hidden); the backward scales it.
+            let chunk = ChunkLoss { model: model.clone(), targets: Arc::new(t) };
+            let stash: Arc<std::sync::Mutex<Option<Tensor>>> = Arc::default();
+            let (fwd, bwd, put, take) = (chunk.clone(), chunk, stash.clone(), stash);
+            let body = move |a: &[Tensor], _: Option<&mut thrive_core::Rng>| -> Result<Tensor> {
+                let (nll, d_rows) = fwd.fused_cpu(a)?;
+                *put.lock().map_err(|_| crate::Error::Invalid("loss stash poisoned".into()))? = Some(d_rows);
+                Ok(nll)
+            };
+            let backward = move |a: &[Tensor], g: &Tensor| -> Result<Vec<Option<Tensor>>> {
+                let kept = take.lock().map_err(|_| crate::Error::Invalid("loss stash poisoned".into()))?.take();
+                match kept {
+                    Some(d_rows) => Ok(vec![Some(d_rows.broadcast_mul(&g.to_dtype(d_rows.dtype())?)?)]),
+                    None => bwd.backward(a, g),
+                }
+            };
+            let extra = Recompute { backward: Some(Arc::new(backward)), ..Recompute::default() };
+            recompute("next-token-loss", &inputs, Arc::new(body), extra)?
+        } else if manual {
             let chunk = ChunkLoss { model: model.clone(), targets: Arc::new(t) };
             let (fwd, bwd) = (chunk.clone(), chunk);
             let body = move |a: &[Tensor], _: Option<&mut thrive_core::Rng>| fwd.forward(a);
@@ -170,6 +203,19 @@ impl ChunkLoss {
         Ok((lse - picked)?.sum_all()?)
     }
 
+    /// The summed negative log-likelihood and its gradient with respect to the rows (for a
+    /// frozen output layer, f32 rows on the CPU), in one pass: the logits, then one in-place
+    /// pass per row that turns them into softmax − one-hot (times the cap's slope), then that
+    /// times the output matrix. Nothing the size of the logits outlives the call.
+    fn fused_cpu(&self, a: &[Tensor]) -> Result<(Tensor, Tensor)> {
+        let logits = self.model.uncapped_logits(&a[0], None)?.contiguous()?;
+        let op = crate::ops::SoftmaxMinusOneHot::new(self.targets.clone(), self.model.cfg.final_logit_softcapping);
+        logits.inplace_op1(&op)?;
+        let nll = Tensor::new(op.summed_nll()? as f32, logits.device())?;
+        let d_rows = logits.mm(&self.model.output_weight(None, DType::F32)?)?;
+        Ok((nll, d_rows.to_dtype(a[0].dtype())?))
+    }
+
     /// d/dcapped = softmax − one-hot (candle's fused softmax), times the cap's slope, times the
     /// output's gradient; then through the output matmul to the rows and, when trained, the
     /// embedding.
@@ -223,7 +269,7 @@ pub fn loss_and_grads_planned(
     plan: LossPlan,
 ) -> Result<(f64, usize, Vec<Tensor>)> {
     let sink = checkpointing.then(GradSink::default);
-    let (loss, n) = loss_with(model, batch, dropout_rng, sink.as_ref(), plan)?;
+    let (loss, n) = loss_with(model, batch, dropout_rng, sink.as_ref(), plan, true)?;
     let weighted = (loss * (n as f64 / denominator.max(1) as f64))?;
     let value = weighted.to_dtype(DType::F64)?.to_scalar::<f64>()?;
     let started = std::time::Instant::now();

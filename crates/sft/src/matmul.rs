@@ -159,18 +159,30 @@ mod mkl {
         let d = Dims { batch, m, n, k };
         let out = match (a, b) {
             (CpuStorage::F32(a), CpuStorage::F32(b)) => {
-                let mut c = vec![0f32; batch * m * n];
-                thrive_mkl::gemm_f32(d, view(a, al, batch, m, k)?, view(b, bl, batch, k, n)?, &mut c)
-                    .map(|()| CpuStorage::F32(c))
+                let (a, b) = (view(a, al, batch, m, k)?, view(b, bl, batch, k, n)?);
+                output(batch * m * n, |c| thrive_mkl::gemm_f32(d, a, b, c)).map(CpuStorage::F32)
             }
             (CpuStorage::BF16(a), CpuStorage::BF16(b)) => {
-                let mut c = vec![half::bf16::ZERO; batch * m * n];
-                thrive_mkl::gemm_bf16_to_bf16(d, view(a, al, batch, m, k)?, view(b, bl, batch, k, n)?, &mut c)
-                    .map(|()| CpuStorage::BF16(c))
+                let (a, b) = (view(a, al, batch, m, k)?, view(b, bl, batch, k, n)?);
+                output(batch * m * n, |c| thrive_mkl::gemm_bf16_to_bf16(d, a, b, c)).map(CpuStorage::BF16)
             }
             _ => return None,
         };
         out.map_err(|e| tracing::debug!("{e}; candle's kernel does this product")).ok()
+    }
+
+    /// Runs a product into a fresh output of `len` elements that is not zeroed first: MKL writes
+    /// every element (β = 0; thrive-mkl fills the k = 0 case). Zeroing a buffer that the
+    /// allocator reuses cost a pass over every product's output.
+    fn output<T>(
+        len: usize,
+        f: impl FnOnce(&mut [std::mem::MaybeUninit<T>]) -> std::result::Result<(), thrive_mkl::Error>,
+    ) -> std::result::Result<Vec<T>, thrive_mkl::Error> {
+        let mut c = Vec::with_capacity(len);
+        f(&mut c.spare_capacity_mut()[..len])?;
+        // SAFETY: the product wrote all `len` elements.
+        unsafe { c.set_len(len) };
+        Ok(c)
     }
 
     /// A layout as `batch` matrices of `rows × cols`, if its batch dimensions collapse to one

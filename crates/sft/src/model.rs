@@ -678,6 +678,9 @@ impl Layer {
 
 /// gelu(gate) · up, recomputed in the backward pass rather than keeping gelu(gate).
 fn geglu(gate: &Tensor, up: &Tensor, erf: bool) -> Result<Tensor> {
+    if let Some(fused) = crate::ops::geglu_cpu(gate, up, erf)? {
+        return Ok(fused);
+    }
     let body = move |a: &[Tensor], _: Option<&mut Rng>| -> Result<Tensor> {
         let g = if erf { a[0].gelu_erf()? } else { a[0].gelu()? };
         Ok((g * &a[1])?)

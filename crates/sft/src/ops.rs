@@ -359,6 +359,180 @@ impl CustomOp3 for Shared {
     }
 }
 
+/// gelu(gate) · up for f32 CPU tensors of one shape, as one op: a single pass forward, and a
+/// backward that writes both gradients in a single pass from the inputs it keeps. candle's
+/// autograd through `gelu` makes about ten passes (a cube, a tanh, powers and sums, each a new
+/// tensor) and took a fifth of a LoRA step's backward on Gemma 3 270M. `erf` picks the exact
+/// GELU, otherwise the tanh approximation (Gemma's `gelu_pytorch_tanh`); the forward values
+/// are candle's `gelu`/`gelu_erf` times `up`, bit for bit. `None` where it does not apply.
+pub fn geglu_cpu(gate: &Tensor, up: &Tensor, erf: bool) -> crate::Result<Option<Tensor>> {
+    let f32_cpu = |t: &Tensor| t.device().is_cpu() && t.dtype() == candle_core::DType::F32;
+    if !f32_cpu(gate) || !f32_cpu(up) || gate.shape() != up.shape() {
+        return Ok(None);
+    }
+    Ok(Some(gate.contiguous()?.apply_op2(&up.contiguous()?, Geglu { erf })?))
+}
+
+struct Geglu {
+    erf: bool,
+}
+
+/// Elements per parallel task of the GeGLU passes.
+const GEGLU_CHUNK: usize = 1 << 14;
+
+impl Geglu {
+    /// gelu(x) and its derivative.
+    fn gelu(&self, x: f32) -> (f32, f32) {
+        if self.erf {
+            // 0.5 x (1 + erf(x / √2)); derivative 0.5 (1 + erf(x / √2)) + x φ(x).
+            let e = candle_core::cpu::erf::erf_f32(x * std::f32::consts::FRAC_1_SQRT_2);
+            let phi = (-0.5 * x * x).exp() * (0.5 * std::f32::consts::FRAC_2_SQRT_PI * std::f32::consts::FRAC_1_SQRT_2);
+            ((e + 1.) * 0.5 * x, 0.5 * (1.0 + e) + x * phi)
+        } else {
+            // 0.5 x (1 + tanh(u)), u = c x (1 + 0.044715 x²): candle's expression for the value.
+            const C: f32 = 0.797_884_6; // √(2/π)
+            let t = (C * x * (1.0 + 0.044715 * x * x)).tanh();
+            let du = C * (1.0 + 3.0 * 0.044715 * x * x);
+            (0.5 * x * (1.0 + t), 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)
+        }
+    }
+}
+
+fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> CResult<&'a [f32]> {
+    match s {
+        CpuStorage::F32(v) if l.is_contiguous() => Ok(&v[l.start_offset()..l.start_offset() + l.shape().elem_count()]),
+        _ => candle_core::bail!("{what}: wants contiguous f32 input"),
+    }
+}
+
+impl CustomOp2 for Geglu {
+    fn name(&self) -> &'static str {
+        "geglu"
+    }
+
+    fn cpu_fwd(&self, g: &CpuStorage, gl: &Layout, u: &CpuStorage, ul: &Layout) -> CResult<(CpuStorage, Shape)> {
+        use rayon::prelude::*;
+        let (g, u) = (contiguous_f32(g, gl, "geglu")?, contiguous_f32(u, ul, "geglu")?);
+        let mut out = vec![0f32; g.len()];
+        let candle_gelu = |x: f32| {
+            if self.erf {
+                (candle_core::cpu::erf::erf_f32(x * std::f32::consts::FRAC_1_SQRT_2) + 1.) * 0.5 * x
+            } else {
+                0.5 * x * (1.0 + f32::tanh(0.797_884_6 * x * (1.0 + 0.044715 * x * x)))
+            }
+        };
+        out.par_chunks_mut(GEGLU_CHUNK)
+            .zip(g.par_chunks(GEGLU_CHUNK))
+            .zip(u.par_chunks(GEGLU_CHUNK))
+            .for_each(|((o, g), u)| o.iter_mut().zip(g).zip(u).for_each(|((o, &g), &u)| *o = candle_gelu(g) * u));
+        Ok((CpuStorage::F32(out), gl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        gate: &Tensor,
+        up: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> CResult<(Option<Tensor>, Option<Tensor>)> {
+        use rayon::prelude::*;
+        let grad = grad.to_dtype(candle_core::DType::F32)?.contiguous()?;
+        let (gs, gl) = gate.storage_and_layout();
+        let (us, ul) = up.storage_and_layout();
+        let (rs, rl) = grad.storage_and_layout();
+        let (Storage::Cpu(gs), Storage::Cpu(us), Storage::Cpu(rs)) = (&*gs, &*us, &*rs) else {
+            candle_core::bail!("geglu: tensors not on the CPU");
+        };
+        let (g, u, r) =
+            (contiguous_f32(gs, gl, "geglu")?, contiguous_f32(us, ul, "geglu")?, contiguous_f32(rs, rl, "geglu")?);
+        let (mut dg, mut du) = (vec![0f32; g.len()], vec![0f32; g.len()]);
+        dg.par_chunks_mut(GEGLU_CHUNK)
+            .zip(du.par_chunks_mut(GEGLU_CHUNK))
+            .zip(g.par_chunks(GEGLU_CHUNK).zip(u.par_chunks(GEGLU_CHUNK)).zip(r.par_chunks(GEGLU_CHUNK)))
+            .for_each(|((dg, du), ((g, u), r))| {
+                for i in 0..g.len() {
+                    let (value, slope) = self.gelu(g[i]);
+                    dg[i] = r[i] * u[i] * slope;
+                    du[i] = r[i] * value;
+                }
+            });
+        let shape = gate.shape().clone();
+        Ok((Some(Tensor::from_vec(dg, shape.clone(), gate.device())?), Some(Tensor::from_vec(du, shape, up.device())?)))
+    }
+}
+
+/// In place on f32 logits (rows, vocabulary) on the CPU: each row becomes softmax − one-hot of
+/// its target, times the soft-cap's slope 1 − tanh²(l / cap) where there is a cap; the rows'
+/// negative log-likelihoods are kept for [`SoftmaxMinusOneHot::summed_nll`]. Three passes over a
+/// row that stays in cache (maximum; exponentials and their sum; scaling), one exp per logit.
+pub struct SoftmaxMinusOneHot {
+    targets: Arc<Vec<u32>>,
+    cap: Option<f32>,
+    nll: Mutex<Vec<f64>>,
+}
+
+impl SoftmaxMinusOneHot {
+    pub fn new(targets: Arc<Vec<u32>>, cap: Option<f64>) -> Self {
+        Self { targets, cap: cap.map(|c| c as f32), nll: Mutex::new(Vec::new()) }
+    }
+
+    /// Σ over rows of −log softmax(capped)[target], after the op has run.
+    pub fn summed_nll(&self) -> crate::Result<f64> {
+        let nll = self.nll.lock().map_err(|_| crate::Error::Invalid("loss poisoned".into()))?;
+        Ok(nll.iter().sum())
+    }
+
+    /// One row: returns its negative log-likelihood.
+    fn row(&self, row: &mut [f32], target: usize) -> f64 {
+        let cap = self.cap;
+        if let Some(c) = cap {
+            row.iter_mut().for_each(|l| *l = c * (*l / c).tanh());
+        }
+        let picked = row[target];
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        // exp(c − max), times the slope 1 − (c / cap)², summed without the slope.
+        let mut sum = 0f64;
+        for l in row.iter_mut() {
+            let e = (*l - max).exp();
+            sum += e as f64;
+            *l = match cap {
+                Some(c) => e * (1.0 - (*l / c) * (*l / c)),
+                None => e,
+            };
+        }
+        let inv = (1.0 / sum) as f32;
+        row.iter_mut().for_each(|l| *l *= inv);
+        row[target] -= match cap {
+            Some(c) => 1.0 - (picked / c) * (picked / c),
+            None => 1.0,
+        };
+        max as f64 + sum.ln() - picked as f64
+    }
+}
+
+impl candle_core::InplaceOp1 for SoftmaxMinusOneHot {
+    fn name(&self) -> &'static str {
+        "softmax-minus-one-hot"
+    }
+
+    fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> CResult<()> {
+        use rayon::prelude::*;
+        let (rows, vocab) = l.shape().dims2()?;
+        if rows != self.targets.len() || !l.is_contiguous() {
+            candle_core::bail!("softmax-minus-one-hot: {rows} rows for {} targets", self.targets.len());
+        }
+        let CpuStorage::F32(v) = s else { candle_core::bail!("softmax-minus-one-hot: wants f32 logits") };
+        let data = &mut v[l.start_offset()..l.start_offset() + rows * vocab];
+        let nll: Vec<f64> = data
+            .par_chunks_mut(vocab)
+            .zip(self.targets.par_iter())
+            .map(|(row, &t)| self.row(row, t as usize))
+            .collect();
+        *self.nll.lock().map_err(|_| candle_core::Error::Msg("loss poisoned".into()))? = nll;
+        Ok(())
+    }
+}
+
 /// Per-row negative log-likelihood of `targets` under softmax of `cap · tanh(logits / cap)` (or
 /// of the logits themselves without a cap), for f32 logits (rows, vocabulary). On the CPU it is
 /// one fused op: a pass for each row's maximum and log-sum-exp (accumulated in f64), and a
@@ -580,5 +754,36 @@ mod tests {
                 assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "cap {cap:?}: {a} vs {b}");
             }
         }
+    }
+
+    /// The fused GeGLU against candle's `gelu`/`gelu_erf` times `up` through autograd: the same
+    /// values bit for bit, and gradients within f32 rounding, across a chunk boundary.
+    #[test]
+    fn fused_geglu_equals_candles_composite() {
+        let n = 3 * 7001;
+        let vals = |k: usize| -> Vec<f32> { (0..n).map(|i| (((i * k) % 997) as f32 - 498.0) / 83.0).collect() };
+        for erf in [false, true] {
+            let run = |fused: bool| {
+                let g = Var::from_vec(vals(31), (3, 7001), &Device::Cpu).unwrap();
+                let u = Var::from_vec(vals(17), (3, 7001), &Device::Cpu).unwrap();
+                let y = if fused {
+                    geglu_cpu(g.as_tensor(), u.as_tensor(), erf).unwrap().expect("f32 on the CPU")
+                } else {
+                    let a = if erf { g.as_tensor().gelu_erf().unwrap() } else { g.as_tensor().gelu().unwrap() };
+                    (a * u.as_tensor()).unwrap()
+                };
+                let w = Tensor::from_vec(vals(7), (3, 7001), &Device::Cpu).unwrap();
+                let grads = (&y * &w).unwrap().sum_all().unwrap().backward().unwrap();
+                let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                (flat(&y), flat(grads.get(g.as_tensor()).unwrap()), flat(grads.get(u.as_tensor()).unwrap()))
+            };
+            let ((y, dg, du), (want_y, want_dg, want_du)) = (run(true), run(false));
+            assert_eq!(y, want_y, "erf {erf}: forward values");
+            for (a, b) in dg.iter().zip(&want_dg).chain(du.iter().zip(&want_du)) {
+                assert!((a - b).abs() <= 2e-5 * (1.0 + b.abs()), "erf {erf}: gradient {a} vs {b}");
+            }
+        }
+        let bf16 = Tensor::zeros((2, 3), DType::BF16, &Device::Cpu).unwrap();
+        assert!(geglu_cpu(&bf16, &bf16, false).unwrap().is_none());
     }
 }

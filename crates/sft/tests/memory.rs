@@ -103,9 +103,11 @@ fn the_loss_in_chunks_equals_the_loss_at_once() {
 
 #[test]
 fn the_gpu_backward_passes_equal_autograd_and_the_fused_cpu_loss() {
-    // On a GPU, RMSNorm, attention and each loss chunk have hand-written backward passes
-    // (candle's fused norm and softmax, no autograd graph). Run here on the CPU against autograd
-    // through the norms and attention and the CPU's fused cross-entropy op, for LoRA and for full fine-tuning (the tied embedding
+    // RMSNorm, attention and each loss chunk have hand-written backward passes (candle's fused
+    // norm and softmax, no autograd graph; on the CPU with a frozen output layer, the loss's
+    // gradient is computed in the forward pass, as Liger's fused linear cross-entropy). Checked
+    // against autograd through the norms and attention and the CPU's fused cross-entropy op,
+    // for LoRA and for full fine-tuning (the tied embedding
     // takes a gradient through the loss too), with Gemma 2's soft-capping and Gemma 3's QK norms,
     // with and without gradient checkpointing, in one loss chunk and in several.
     for name in ["tiny-gemma2", "tiny-gemma3"] {
