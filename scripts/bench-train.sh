@@ -46,7 +46,7 @@ RUST_LOG=thrive_sft=debug NO_COLOR=1 /usr/bin/time -v -o "$WORK/thrive.time" "$t
   --train "$WORK/train.jsonl" --valid "$WORK/valid.jsonl" --out "$WORK/thrive" $full --lora-rank 16 \
   --lora-alpha 32 --sequences-per-step "$SEQS" --micro-batch "$MICRO" --max-len 2048 --device cpu \
   --checkpoint-every 0 ${THRIVE_FLAGS:-} 2>"$WORK/thrive.log" >/dev/null || { tail -n 20 "$WORK/thrive.log"; exit 1; }
-grep -o 'seconds=[0-9.]*\|targets=[0-9]*' "$WORK/thrive.log" | paste -d' ' - - |
+grep ' step step=' "$WORK/thrive.log" | grep -o 'seconds=[0-9.]*\|targets=[0-9]*' | paste -d' ' - - |
   python3 -c 'import sys, json; r=[dict(kv.split("=") for kv in l.split()) for l in sys.stdin]
 print(json.dumps({"step_seconds": [float(x["seconds"]) for x in r], "tokens_per_step": [int(x["targets"]) for x in r]}))' >"$WORK/thrive.json"
 read -r ours_s ours_tps < <(summary <"$WORK/thrive.json")
