@@ -62,7 +62,8 @@ pub fn next_token_loss_in_chunks(model: &Gemma, batch: &Batch, rows: usize) -> R
 ///
 /// The logits never exist for the whole batch: rows with a target are taken a chunk at a time,
 /// and each chunk's logits, soft-capping and log-softmax are recomputed in the backward pass
-/// instead of being kept.
+/// instead of being kept. `training` (a backward pass will follow) lets a CPU step with a
+/// frozen output layer compute each chunk's gradient in the forward pass instead.
 fn loss_with(
     model: &Gemma,
     batch: &Batch,
@@ -104,8 +105,9 @@ fn loss_with(
         (false, _) => LOSS_CHUNK_VALUES_GPU,
     };
     let chunk = plan.chunk_rows.unwrap_or(per_chunk / model.cfg.vocab_size).max(1);
-    // The CPU's fused cross-entropy op takes the f32 logits the output layer gives there; on a
-    // GPU the hand-written backward replaces autograd through candle's ops.
+    // The hand-written backward replaces autograd through candle's ops (the default); with it
+    // off (`Gemma::manual_backward`, for tests), the CPU's fused cross-entropy op takes the f32
+    // logits and autograd does the rest.
     let manual = model.uses_manual_backward();
     let mut total: Option<Tensor> = None;
     for start in (0..n).step_by(chunk) {
