@@ -202,15 +202,29 @@ pub struct Dims {
     pub k: usize,
 }
 
+/// Runs `tile(t, out)` for every tile of the output in parallel, `out` pointing at the tile's
+/// first element of C (leading dimension n); with k = 0 the product is all zeros.
+fn for_each_tile<T: Copy + Send + Sync>(
+    d: Dims,
+    c: &mut [MaybeUninit<T>],
+    zero: T,
+    tile: impl Fn(Tile, *mut T) + Sync,
+) {
+    if d.k == 0 {
+        c.fill(MaybeUninit::new(zero));
+        return;
+    }
+    let out = OutPtr(c.as_mut_ptr().cast::<T>());
+    tiles(d.batch, d.m, d.n).into_par_iter().for_each(|t| {
+        // SAFETY: `check` sized C as batch × m × n, and the tile starts inside it.
+        tile(t, unsafe { out.get().add(out_offset(d, t)) })
+    });
+}
+
 /// C (batch × m × n, row-major, contiguous) = A (m × k) · B (k × n) for each matrix, in f32.
 pub fn gemm_f32(d: Dims, a: MatRef<f32>, b: MatRef<f32>, c: &mut [MaybeUninit<f32>]) -> Result<(), Error> {
     let (ba, bb) = check(d, &a, &b, c.len())?;
-    if d.k == 0 {
-        c.fill(MaybeUninit::new(0.0));
-        return Ok(());
-    }
-    let out = OutPtr(c.as_mut_ptr().cast::<f32>());
-    tiles(d.batch, d.m, d.n).into_par_iter().for_each(|t| {
+    for_each_tile(d, c, 0.0, |t, out| {
         // SAFETY: the views were bounds-checked in `check`; the tile writes its own rows and
         // columns of C, which no other tile touches, and MKL never reads C when β = 0 (so C
         // may start uninitialised).
@@ -228,7 +242,7 @@ pub fn gemm_f32(d: Dims, a: MatRef<f32>, b: MatRef<f32>, c: &mut [MaybeUninit<f3
                 b.data.as_ptr().add(b.at(t.b, 0, t.j)),
                 bb.ld as c_int,
                 0.0,
-                out.get().add(out_offset(d, t)),
+                out,
                 d.n as c_int,
             )
         }
@@ -239,15 +253,8 @@ pub fn gemm_f32(d: Dims, a: MatRef<f32>, b: MatRef<f32>, c: &mut [MaybeUninit<f3
 /// C = A · B with bf16 inputs, f32 accumulation and f32 output (shapes as [`gemm_f32`]).
 pub fn gemm_bf16(d: Dims, a: MatRef<bf16>, b: MatRef<bf16>, c: &mut [MaybeUninit<f32>]) -> Result<(), Error> {
     let (ba, bb) = check(d, &a, &b, c.len())?;
-    if d.k == 0 {
-        c.fill(MaybeUninit::new(0.0));
-        return Ok(());
-    }
-    let out = OutPtr(c.as_mut_ptr().cast::<f32>());
-    tiles(d.batch, d.m, d.n).into_par_iter().for_each(|t| {
-        // SAFETY: as in `gemm_f32`; bf16 is a u16 bit pattern, as MKL_BF16 is.
-        unsafe { bf16_tile(d, ba, bb, &a, &b, t, out.get().add(out_offset(d, t)), d.n) }
-    });
+    // SAFETY: as in `gemm_f32`; bf16 is a u16 bit pattern, as MKL_BF16 is.
+    for_each_tile(d, c, 0.0, |t, out| unsafe { bf16_tile(d, ba, bb, &a, &b, t, out, d.n) });
     Ok(())
 }
 
@@ -255,21 +262,15 @@ pub fn gemm_bf16(d: Dims, a: MatRef<bf16>, b: MatRef<bf16>, c: &mut [MaybeUninit
 /// matmul on a GPU does).
 pub fn gemm_bf16_to_bf16(d: Dims, a: MatRef<bf16>, b: MatRef<bf16>, c: &mut [MaybeUninit<bf16>]) -> Result<(), Error> {
     let (ba, bb) = check(d, &a, &b, c.len())?;
-    if d.k == 0 {
-        c.fill(MaybeUninit::new(bf16::ZERO));
-        return Ok(());
-    }
-    let out = OutPtr(c.as_mut_ptr().cast::<bf16>());
-    tiles(d.batch, d.m, d.n).into_par_iter().for_each(|t| {
+    for_each_tile(d, c, bf16::ZERO, |t, out| {
         let mut scratch = vec![0f32; t.tm * t.tn];
         // SAFETY: as in `gemm_bf16`; the scratch tile is tm × tn with leading dimension tn, and
         // the rounded tile goes to this tile's rows and columns of C only.
         unsafe {
             bf16_tile(d, ba, bb, &a, &b, t, scratch.as_mut_ptr(), t.tn);
-            let base = out.get().add(out_offset(d, t));
             for (r, row) in scratch.chunks_exact(t.tn).enumerate() {
                 for (k, &v) in row.iter().enumerate() {
-                    base.add(r * d.n + k).write(bf16::from_f32(v));
+                    out.add(r * d.n + k).write(bf16::from_f32(v));
                 }
             }
         }

@@ -398,13 +398,6 @@ impl Geglu {
     }
 }
 
-fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> CResult<&'a [f32]> {
-    match s {
-        CpuStorage::F32(v) if l.is_contiguous() => Ok(&v[l.start_offset()..l.start_offset() + l.shape().elem_count()]),
-        _ => candle_core::bail!("{what}: wants contiguous f32 input"),
-    }
-}
-
 impl CustomOp2 for Geglu {
     fn name(&self) -> &'static str {
         "geglu"
@@ -412,7 +405,7 @@ impl CustomOp2 for Geglu {
 
     fn cpu_fwd(&self, g: &CpuStorage, gl: &Layout, u: &CpuStorage, ul: &Layout) -> CResult<(CpuStorage, Shape)> {
         use rayon::prelude::*;
-        let (g, u) = (contiguous_f32(g, gl, "geglu")?, contiguous_f32(u, ul, "geglu")?);
+        let (g, u) = (f32_slice(g, gl, "geglu")?, f32_slice(u, ul, "geglu")?);
         let mut out = vec![0f32; g.len()];
         let candle_gelu = |x: f32| {
             if self.erf {
@@ -443,8 +436,7 @@ impl CustomOp2 for Geglu {
         let (Storage::Cpu(gs), Storage::Cpu(us), Storage::Cpu(rs)) = (&*gs, &*us, &*rs) else {
             candle_core::bail!("geglu: tensors not on the CPU");
         };
-        let (g, u, r) =
-            (contiguous_f32(gs, gl, "geglu")?, contiguous_f32(us, ul, "geglu")?, contiguous_f32(rs, rl, "geglu")?);
+        let (g, u, r) = (f32_slice(gs, gl, "geglu")?, f32_slice(us, ul, "geglu")?, f32_slice(rs, rl, "geglu")?);
         let (mut dg, mut du) = (vec![0f32; g.len()], vec![0f32; g.len()]);
         dg.par_chunks_mut(GEGLU_CHUNK)
             .zip(du.par_chunks_mut(GEGLU_CHUNK))
@@ -578,10 +570,11 @@ impl CrossEntropy {
     }
 }
 
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> CResult<&'a [f32]> {
+/// A contiguous f32 CPU storage as a slice; `op` names the op in the error.
+fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> CResult<&'a [f32]> {
     match s {
         CpuStorage::F32(v) if l.is_contiguous() => Ok(&v[l.start_offset()..l.start_offset() + l.shape().elem_count()]),
-        _ => candle_core::bail!("cross-entropy: wants contiguous f32 logits"),
+        _ => candle_core::bail!("{op}: wants contiguous f32 input"),
     }
 }
 
@@ -593,7 +586,7 @@ impl CustomOp1 for CrossEntropy {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
         use rayon::prelude::*;
         let (rows, vocab) = l.shape().dims2()?;
-        let data = f32_slice(s, l)?;
+        let data = f32_slice(s, l, "cross-entropy")?;
         let nll: Vec<f32> = data
             .par_chunks(vocab)
             .zip(self.targets.par_iter())
@@ -610,7 +603,7 @@ impl CustomOp1 for CrossEntropy {
         let logits = logits.contiguous()?;
         let (storage, layout) = logits.storage_and_layout();
         let data = match &*storage {
-            Storage::Cpu(s) => f32_slice(s, layout)?,
+            Storage::Cpu(s) => f32_slice(s, layout, "cross-entropy")?,
             _ => candle_core::bail!("cross-entropy: logits not on the CPU"),
         };
         let mut out = vec![0f32; rows * vocab];
