@@ -43,6 +43,7 @@ pub fn run_grid<S: Setting>(
             .progress_chars("=> "),
     );
     bar.set_message(setting_name.to_string());
+    let started = std::time::Instant::now();
     let mut order: Vec<usize> = (0..specs.len()).collect();
     order.sort_by(|&a, &b| specs[b].cost.total_cmp(&specs[a].cost));
     let mut done: Vec<(usize, Result<Vec<f64>>)> = order
@@ -56,6 +57,9 @@ pub fn run_grid<S: Setting>(
         })
         .collect();
     bar.finish_and_clear();
+    // The runs alone, without start-up and writing: what a reference loop in another language
+    // times (scripts/bench-*.sh read this line).
+    tracing::info!("{setting_name}: {} runs in {:.6} s", specs.len(), started.elapsed().as_secs_f64());
     done.sort_by_key(|(i, _)| *i);
     let mut table = ResultsTable::new(setting_name, metric_names);
     for (i, out) in done {
