@@ -30,7 +30,7 @@ pub struct RunConfig {
     /// `auto` (CUDA when built with it and present), `cpu` or `cuda`.
     #[serde(default = "default_device")]
     pub device: String,
-    /// `f32` or `bf16` for the frozen weights and activations (default: bf16 on CUDA, f32 on
+    /// `f32`, `bf16` or `bf16-mixed` (bf16 frozen weights, f32 activations; CPU, mkl build) for the frozen weights and activations (default: bf16 on CUDA, f32 on
     /// the CPU); trained tensors are f32 either way.
     #[serde(default)]
     pub dtype: Option<String>,
@@ -402,8 +402,8 @@ impl RunConfig {
             return Err(format!("device: `{}` is not auto, cpu or cuda", self.device));
         }
         if let Some(d) = &self.dtype {
-            if !["auto", "f32", "bf16"].contains(&d.as_str()) {
-                return Err(format!("dtype: `{d}` is not auto, f32 or bf16"));
+            if !["auto", "f32", "bf16", "bf16-mixed"].contains(&d.as_str()) {
+                return Err(format!("dtype: `{d}` is not auto, f32, bf16 or bf16-mixed"));
             }
         }
         self.train_config(0, 1)?;

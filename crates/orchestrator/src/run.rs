@@ -17,7 +17,7 @@
 use crate::config::{RunConfig, SourceQuality};
 use crate::error::io;
 use crate::{Error, Result};
-use candle_core::{DType, Device};
+use candle_core::Device;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -27,7 +27,7 @@ use thrive_core::results::{Params, ResultsTable, RunRecord};
 use thrive_core::{Seeds, Stream, Workflow};
 use thrive_pool::{BatchKey, ColumnMapping, HubSource, Pick, Pool, PoolWriter, TokenCounter, View};
 use thrive_sampler::{file_sha256, synthesize, Mode, Origin};
-use thrive_sft::{evaluate, resolve_model_dir, train, Example, Gemma, RunControl, TextEncoder};
+use thrive_sft::{evaluate, resolve_model_dir, train, Example, Gemma, Precision, RunControl, TextEncoder};
 
 /// The results' metric columns, one row per (workflow, chain, generation).
 pub const METRICS: [&str; 5] = ["eval_loss", "eval_loss_before", "train_loss", "train_examples", "synthetic_fraction"];
@@ -442,7 +442,7 @@ impl Prepared {
         &'a self,
         cfg: &'a RunConfig,
         device: &'a Device,
-        dtype: DType,
+        dtype: Precision,
         multi: &'a indicatif::MultiProgress,
     ) -> Context<'a> {
         Context {
@@ -460,7 +460,7 @@ impl Prepared {
 }
 
 /// The devices of the workers: the run file's, or for `devices` one CUDA device each.
-fn worker_devices(cfg: &RunConfig, opts: &RunOptions, workers: usize) -> Result<Vec<(Device, DType)>> {
+fn worker_devices(cfg: &RunConfig, opts: &RunOptions, workers: usize) -> Result<Vec<(Device, Precision)>> {
     let (device, dtype) = thrive_sft::device_for(&cfg.device, cfg.dtype.as_deref())?;
     if opts.devices.is_empty() {
         return Ok(vec![(device, dtype); workers]);
@@ -773,7 +773,7 @@ struct Context<'a> {
     enc: &'a TextEncoder,
     valid: &'a [Example],
     device: &'a Device,
-    dtype: DType,
+    dtype: Precision,
     multi: &'a indicatif::MultiProgress,
 }
 

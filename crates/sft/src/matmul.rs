@@ -2,8 +2,12 @@
 //! that the `mkl` feature swaps candle's CPU kernel (the `gemm` crate) for oneMKL's in one place:
 //! `cblas_sgemm` for f32 and `cblas_gemm_bf16bf16f32` (AMX tiles where the CPU has them) for bf16.
 //! Without the feature, on CUDA, and for other dtypes these are candle's own products, unchanged.
+//!
+//! With the feature, an f32 operand may also meet a bf16 one (`--dtype bf16-mixed`: frozen
+//! weights stored in bf16, f32 activations): the f32 side is rounded to bf16 once for the
+//! product, which then runs as bf16 × bf16 → f32, as PyTorch's CPU autocast does.
 
-use candle_core::{CpuStorage, Layout, Result, Tensor};
+use candle_core::{CpuStorage, DType, Layout, Result, Tensor};
 
 /// Matrix products that take oneMKL's kernel on the CPU when the `mkl` feature is on.
 pub trait Mm {
@@ -47,6 +51,21 @@ pub fn cpu_matmul(
     candle_core::backend::BackendStorage::matmul(lhs, rhs, bmnk, lhs_l, rhs_l)
 }
 
+/// Whether this build multiplies bf16 weights with f32 activations directly (`bf16-mixed`).
+pub fn mixed_products() -> bool {
+    cfg!(feature = "mkl")
+}
+
+/// A frozen weight ready to multiply activations of `dtype`: as it is where the pair multiplies
+/// directly (bf16 with f32 on the CPU under `mkl`: converting the 262,144 × 640 output matrix
+/// for every product would cost more than the product), else converted to `dtype`.
+pub fn weight_for(w: &Tensor, dtype: DType) -> Result<Tensor> {
+    if mixed_products() && w.device().is_cpu() && w.dtype() == DType::BF16 && dtype == DType::F32 {
+        return Ok(w.clone());
+    }
+    w.to_dtype(dtype)
+}
+
 /// How many products oneMKL has computed in this process (0 without the `mkl` feature).
 pub fn mkl_products() -> u64 {
     #[cfg(feature = "mkl")]
@@ -74,8 +93,10 @@ mod mkl {
     use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
     use thrive_mkl::{Dims, MatRef};
 
+    /// f32 and bf16 operands in any pairing (a mixed pair gives f32).
     pub(super) fn applies(a: &Tensor, b: &Tensor) -> bool {
-        a.device().is_cpu() && a.dtype() == b.dtype() && matches!(a.dtype(), DType::F32 | DType::BF16)
+        let ok = |t: &Tensor| matches!(t.dtype(), DType::F32 | DType::BF16);
+        a.device().is_cpu() && ok(a) && ok(b)
     }
 
     pub(super) fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
@@ -141,14 +162,15 @@ mod mkl {
             _res: &Tensor,
             grad: &Tensor,
         ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-            let da = if a.track_op() { Some(grad.mm(&b.t()?)?) } else { None };
-            let db = if b.track_op() { Some(a.t()?.mm(grad)?) } else { None };
+            // A mixed pair's gradients come back in their operands' dtypes.
+            let da = if a.track_op() { Some(grad.mm(&b.t()?)?.to_dtype(a.dtype())?) } else { None };
+            let db = if b.track_op() { Some(a.t()?.mm(grad)?.to_dtype(b.dtype())?) } else { None };
             Ok((da, db))
         }
     }
 
     /// oneMKL's product for f32 or bf16 operands whose layouts BLAS can read; `None` sends the
-    /// product to candle's kernel.
+    /// product to candle's kernel. A mixed pair rounds its f32 side to bf16 and gives f32.
     pub(super) fn cpu_matmul(
         a: &CpuStorage,
         b: &CpuStorage,
@@ -165,6 +187,16 @@ mod mkl {
             (CpuStorage::BF16(a), CpuStorage::BF16(b)) => {
                 let (a, b) = (view(a, al, batch, m, k)?, view(b, bl, batch, k, n)?);
                 output(batch * m * n, |c| thrive_mkl::gemm_bf16_to_bf16(d, a, b, c)).map(CpuStorage::BF16)
+            }
+            (CpuStorage::F32(a), CpuStorage::BF16(b)) => {
+                let a16 = rounded(view(a, al, batch, m, k)?, batch, m, k);
+                let (a, b) = (dense(&a16, m, k), view(b, bl, batch, k, n)?);
+                output(batch * m * n, |c| thrive_mkl::gemm_bf16(d, a, b, c)).map(CpuStorage::F32)
+            }
+            (CpuStorage::BF16(a), CpuStorage::F32(b)) => {
+                let b16 = rounded(view(b, bl, batch, k, n)?, batch, k, n);
+                let (a, b) = (view(a, al, batch, m, k)?, dense(&b16, k, n));
+                output(batch * m * n, |c| thrive_mkl::gemm_bf16(d, a, b, c)).map(CpuStorage::F32)
             }
             _ => return None,
         };
@@ -183,6 +215,35 @@ mod mkl {
         // SAFETY: the product wrote all `len` elements.
         unsafe { c.set_len(len) };
         Ok(c)
+    }
+
+    /// The `batch` matrices of `rows × cols` that `v` reads, rounded to bf16 (to nearest, ties to
+    /// even, as candle's `to_dtype`) into one contiguous buffer, row by row over the threads.
+    fn rounded(v: MatRef<'_, f32>, batch: usize, rows: usize, cols: usize) -> Vec<half::bf16> {
+        use rayon::prelude::*;
+        use std::mem::MaybeUninit;
+        let len = batch * rows * cols;
+        // Not zeroed first: every element is written below (a logits chunk is 67 M of them).
+        let mut out: Vec<half::bf16> = Vec::with_capacity(len);
+        out.spare_capacity_mut()[..len].par_chunks_mut(cols.max(1)).enumerate().for_each(|(i, row)| {
+            let start = v.offset + (i / rows) * v.batch_stride + (i % rows) * v.row_stride;
+            let put = |(o, x): (&mut MaybeUninit<half::bf16>, f32)| {
+                o.write(half::bf16::from_f32(x));
+            };
+            if v.col_stride == 1 {
+                row.iter_mut().zip(v.data[start..start + cols].iter().copied()).for_each(put);
+            } else {
+                row.iter_mut().zip((0..cols).map(|j| v.data[start + j * v.col_stride])).for_each(put);
+            }
+        });
+        // SAFETY: the rows above cover all `len` elements, each written once.
+        unsafe { out.set_len(len) };
+        out
+    }
+
+    /// A contiguous buffer as consecutive `rows × cols` matrices.
+    fn dense<T>(data: &[T], rows: usize, cols: usize) -> MatRef<'_, T> {
+        MatRef { data, offset: 0, batch_stride: rows * cols, row_stride: cols, col_stride: 1 }
     }
 
     /// A layout as `batch` matrices of `rows × cols`, if its batch dimensions collapse to one

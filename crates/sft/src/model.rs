@@ -5,9 +5,9 @@
 
 use crate::config::GemmaConfig;
 use crate::lora::{LoraConfig, LoraLinear, Weight};
-use crate::matmul::Mm;
+use crate::matmul::{weight_for, Mm};
 use crate::ops::{frozen_linear, recompute, GradSink, Recompute};
-use crate::{Error, Result};
+use crate::{Error, Precision, Result};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor, Var, D};
 use std::collections::HashMap;
@@ -193,12 +193,14 @@ fn load_weights(dir: &Path, dtype: DType, device: &Device) -> Result<(HashMap<St
 }
 
 impl Gemma {
-    /// Loads `config.json` and the weights from `dir`, frozen, in `dtype` (f32 on CPU, bf16 on CUDA).
-    pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
+    /// Loads `config.json` and the weights from `dir`, frozen, in `precision` (a dtype, f32 on
+    /// the CPU and bf16 on CUDA, or [`Precision::BF16_MIXED`]: bf16 weights, f32 activations).
+    pub fn load(dir: &Path, precision: impl Into<Precision>, device: &Device) -> Result<Self> {
+        let precision = precision.into();
         let cfg = GemmaConfig::from_file(&dir.join("config.json"))?;
-        let (w, files) = load_weights(dir, dtype, device)?;
+        let (w, files) = load_weights(dir, precision.weights, device)?;
         let w = w.into_iter().map(|(k, t)| (k, Weight::Dense(t))).collect();
-        Self::from_weights(cfg, w, &files, dtype, device)
+        Self::from_weights(cfg, w, &files, precision.compute, device)
     }
 
     /// A Gemma 3 GGUF file for decoding only: its matrices (the tied embedding included) stay in
@@ -283,9 +285,16 @@ impl Gemma {
     /// For full fine-tuning: every weight read in f32 and made trainable (the f32 master
     /// copies, so a generation never starts from weights rounded through bf16), computed in
     /// `dtype`.
-    pub fn load_full(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
+    pub fn load_full(dir: &Path, precision: impl Into<Precision>, device: &Device) -> Result<Self> {
+        let precision = precision.into();
+        if precision.weights != precision.compute {
+            return Err(Error::Invalid(format!(
+                "dtype {}: full fine-tuning trains every weight, so none is stored in bf16; use f32 or bf16",
+                precision.name()
+            )));
+        }
         let mut model = Self::load(dir, DType::F32, device)?;
-        model.dtype = dtype;
+        model.dtype = precision.compute;
         model.make_all_trainable()?;
         Ok(model)
     }
@@ -585,19 +594,20 @@ impl Gemma {
         let logits = match embed {
             Some(e) => hidden.broadcast_mm(&e.to_dtype(hidden.dtype())?.t()?)?,
             None => match &self.embed {
-                Weight::Dense(e) => frozen_linear(hidden, &e.to_dtype(hidden.dtype())?)?,
+                Weight::Dense(e) => frozen_linear(hidden, &weight_for(e, hidden.dtype())?)?,
                 quantized => quantized.apply(hidden)?,
             },
         };
         Ok(logits.to_dtype(DType::F32)?)
     }
 
-    /// The output layer's (vocab, hidden) weight in `dtype`: `embed` when the embedding is trained,
-    /// else the frozen one (quantized weights are never trained, so never asked for).
+    /// The output layer's (vocab, hidden) weight for activations of `dtype`: `embed` when the
+    /// embedding is trained, else the frozen one, kept in bf16 where the product takes it so
+    /// (quantized weights are never trained, so never asked for).
     pub(crate) fn output_weight(&self, embed: Option<&Tensor>, dtype: DType) -> Result<Tensor> {
         Ok(match embed {
             Some(e) => e.to_dtype(dtype)?,
-            None => self.embed.dense()?.to_dtype(dtype)?,
+            None => weight_for(self.embed.dense()?, dtype)?,
         })
     }
 

@@ -9,7 +9,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use common::*;
 use std::path::PathBuf;
 use thrive_sft::matmul::{mkl_products, Mm};
-use thrive_sft::{loss_and_grads, Gemma, LoraConfig};
+use thrive_sft::{device_for, loss_and_grads, Gemma, LoraConfig, Precision};
 
 /// Deterministic values in [-1, 1) (no global random state: the thread test compares runs).
 fn values(shape: &[usize], seed: u64) -> Tensor {
@@ -142,4 +142,68 @@ fn a_lora_step_does_not_depend_on_the_thread_count() {
     assert_eq!(one.to_bits(), two.to_bits());
     assert_eq!(one.to_bits(), three.to_bits());
     assert!(grads_one == grads_two && grads_one == grads_three, "gradients depend on the thread count");
+}
+
+/// `bf16-mixed`: an f32 operand meeting a bf16 one is rounded to bf16 once, and the product,
+/// accumulated in f32, stays f32 — in either order, in a transposed layout, and with gradients.
+#[test]
+fn mixed_products_round_the_f32_side_once_and_give_f32() {
+    let x = values(&[2, 37, 64], 30);
+    let w = values(&[50, 64], 31).to_dtype(DType::BF16).unwrap();
+    let exact = |a: &Tensor, b: &Tensor| {
+        let f = |t: &Tensor| t.to_dtype(DType::BF16).unwrap().to_dtype(DType::F32).unwrap();
+        f(a).broadcast_matmul(&f(b)).unwrap()
+    };
+    let (got, calls) = counting(|| x.broadcast_mm(&w.t().unwrap()).unwrap());
+    assert!(calls >= 1, "the mixed product did not go through MKL");
+    assert_eq!(got.dtype(), DType::F32);
+    assert_close("f32 · bf16ᵀ", &got, &exact(&x, &w.t().unwrap()), 1e-5);
+    let left = w.mm(&values(&[64, 9], 32)).unwrap();
+    assert_eq!(left.dtype(), DType::F32);
+    assert_close("bf16 · f32", &left, &exact(&w, &values(&[64, 9], 32)), 1e-5);
+    // Through the frozen-weight op, as every frozen linear of a bf16-mixed model: the input's
+    // gradient is the f32 output gradient times the bf16 weight, rounded the same way.
+    let xv = Var::from_tensor(&x).unwrap();
+    let y = thrive_sft::Weight::Dense(w.clone()).apply(xv.as_tensor()).unwrap();
+    let g = values(&[2, 37, 50], 33);
+    let grads = (y * &g).unwrap().sum_all().unwrap().backward().unwrap();
+    let dx = grads.get(xv.as_tensor()).unwrap();
+    assert_eq!(dx.dtype(), DType::F32);
+    assert_close("dx", dx, &exact(&g, &w), 1e-5);
+}
+
+/// A LoRA step of the tiny Gemma 2 in `bf16-mixed` against the same step in f32: the loss and
+/// every adapter gradient within bf16's rounding, the adapters still f32, the frozen weights bf16.
+#[test]
+fn a_bf16_mixed_lora_step_stays_within_bf16_rounding_of_f32() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-gemma2");
+    let reference = candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu).unwrap();
+    let b = batch(&reference);
+    let (_, mixed) = device_for("cpu", Some("bf16-mixed")).unwrap();
+    assert_eq!(mixed, Precision::BF16_MIXED);
+    let step = |precision: Precision| {
+        let mut model = Gemma::load(&dir, precision, &Device::Cpu).unwrap();
+        let cfg = LoraConfig { rank: 4, alpha: 8.0, ..LoraConfig::default() };
+        let mut rng = thrive_core::Seeds::new(0).stream(thrive_core::Stream::Training(1));
+        model.add_lora(&cfg, &mut rng).unwrap();
+        let vars: Vec<Var> = model.trainable().into_iter().map(|(_, v)| v).collect();
+        for (i, v) in vars.iter().enumerate().filter(|(i, _)| i % 2 == 1) {
+            v.set(&(values(v.dims(), i as u64) * 0.05).unwrap()).unwrap();
+        }
+        assert!(vars.iter().all(|v| v.dtype() == DType::F32), "adapters are f32 masters");
+        let (loss, _, grads) = loss_and_grads(&model, &b, None, false, 1, &vars).unwrap();
+        (model, loss, grads)
+    };
+    let (model, loss_mixed, grads_mixed) = step(mixed);
+    assert_eq!(model.dtype(), DType::F32, "activations are f32");
+    let frozen = model.merged_tensors().unwrap();
+    assert!(frozen.values().all(|t| t.dtype() == DType::BF16), "frozen weights are bf16");
+    let (_, loss_f32, grads_f32) = step(DType::F32.into());
+    assert!((loss_mixed - loss_f32).abs() <= 2e-2 * loss_f32.abs(), "loss {loss_mixed} vs f32 {loss_f32}");
+    // Equal bits would mean the products never saw a bf16 operand.
+    assert_ne!(loss_mixed.to_bits(), loss_f32.to_bits(), "bf16-mixed gave the f32 loss exactly");
+    for (i, (g, want)) in grads_mixed.iter().zip(&grads_f32).enumerate() {
+        assert_eq!(g.dtype(), DType::F32);
+        assert_close(&format!("adapter gradient {i}"), g, want, 5e-2);
+    }
 }

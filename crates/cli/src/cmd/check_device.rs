@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use std::path::PathBuf;
 use thrive_sampler::{generate, sample_rng, SamplerSettings};
-use thrive_sft::{device_for, loss_and_grads, Batch, Gemma, LoraConfig};
+use thrive_sft::{device_for, loss_and_grads, Batch, Gemma, LoraConfig, Precision};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -46,7 +46,7 @@ fn batch(vocab: usize, device: &Device) -> Result<Batch> {
 fn run_on(
     dir: &std::path::Path,
     device: &Device,
-    dtype: DType,
+    dtype: Precision,
     adapters: &[Tensor],
     gpu_paths: bool,
 ) -> Result<Outcome> {
@@ -105,7 +105,7 @@ pub fn run(a: Args) -> Result<()> {
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
         drop(reference_model);
-        let reference = run_on(dir, &Device::Cpu, DType::F32, &adapters, false).context("the CPU reference")?;
+        let reference = run_on(dir, &Device::Cpu, DType::F32.into(), &adapters, false).context("the CPU reference")?;
         for dtype_name in &a.dtype {
             let (device, dtype) = device_for(&a.device, Some(dtype_name)).context("--device")?;
             let started = std::time::Instant::now();
@@ -130,7 +130,7 @@ pub fn run(a: Args) -> Result<()> {
                 "greedy_same_prefix": same, "greedy_tokens": total, "seconds": started.elapsed().as_secs_f64(),
             });
             println!("{line}");
-            if dtype == DType::F32 {
+            if dtype == DType::F32.into() {
                 for ((what, limit), value) in F32_LIMITS.iter().zip([logits, loss, grads]) {
                     if value.is_nan() || value > *limit {
                         failed.push(format!("{} {dtype_name} {what}: {value:.3e} > {limit:e}", dir.display()));

@@ -57,8 +57,9 @@ pub struct Args {
     device: String,
     /// Precision of the weights and activations [default: bf16 on CUDA, f32 on the CPU]; gguf:
     /// the GGUF file's own quantized weights with f32 activations (--model a .gguf file; fastest
-    /// on the CPU, within a stated tolerance of f32).
-    #[arg(long, value_parser = ["f32", "bf16", "gguf"])]
+    /// on the CPU, within a stated tolerance of f32); bf16-mixed: bf16 weights, f32 activations
+    /// (CPU, mkl build).
+    #[arg(long, value_parser = ["f32", "bf16", "bf16-mixed", "gguf"])]
     dtype: Option<String>,
 }
 
@@ -198,8 +199,9 @@ pub struct GenerateArgs {
     device: String,
     /// Precision of the weights and activations [default: bf16 on CUDA, f32 on the CPU]; gguf:
     /// the GGUF file's own quantized weights with f32 activations (--model a .gguf file; fastest
-    /// on the CPU, within a stated tolerance of f32).
-    #[arg(long, value_parser = ["f32", "bf16", "gguf"])]
+    /// on the CPU, within a stated tolerance of f32); bf16-mixed: bf16 weights, f32 activations
+    /// (CPU, mkl build).
+    #[arg(long, value_parser = ["f32", "bf16", "bf16-mixed", "gguf"])]
     dtype: Option<String>,
     /// Keep going past EOS, so that every prompt gets exactly --max-new-tokens (benchmarks).
     #[arg(long)]
