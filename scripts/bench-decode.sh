@@ -12,6 +12,9 @@
 #        SAMPLING=paper scripts/bench-decode.sh 512 16
 #            the paper's sampling instead of greedy (temperature 1, top-p 1, no top-k) on both
 #            sides, batch BATCH only (thrive against HF generate; llama.cpp is not needed)
+#        FEATURES=mkl scripts/bench-decode.sh
+#            builds with oneMKL (scripts/setup-mkl.sh first) and adds thrive --dtype bf16-mixed
+#            (bf16 weights, f32 activations, AMX products) to every comparison
 # needs: a release build (made here; BIN=path/to/thrive uses another and skips the build: not a
 #        test-profile binary, whose dependencies keep debug assertions and decode at half speed), the
 #        Python venv with the LM packages and llama-cpp-python (bash scripts/setup-python.sh bench).
@@ -25,10 +28,14 @@ PY=${PY:-scripts/.venv/bin/python} # in a git worktree: PY=/path/to/main/scripts
 [ -f "$GGUF" ] || { echo "$GGUF is missing: bash scripts/fetch-gemma3.sh" >&2; exit 1; }
 SAMPLING=${SAMPLING:-greedy}
 case $SAMPLING in greedy | paper) ;; *) echo "SAMPLING=$SAMPLING: expected greedy or paper" >&2; exit 2 ;; esac
+FEATURES=${FEATURES:-}
 if [ -z "${BIN:-}" ]; then
-  cargo build --release -q -p thrive-cli
+  cargo build --release -q -p thrive-cli ${FEATURES:+--features "$FEATURES"}
   BIN=${CARGO_TARGET_DIR:-target}/release/thrive
 fi
+# thrive's precisions: bf16-mixed where the binary has MKL's mixed products.
+DTYPES=(gguf f32)
+"$BIN" --version | grep -q oneMKL && DTYPES+=(bf16-mixed)
 # Converts the GGUF into its model directory once (HF generate reads that).
 "$BIN" generate --model "$GGUF" --prompt x --max-new-tokens 1 --device cpu >/dev/null 2>&1
 DIR=${GGUF%.gguf}-thrive
@@ -53,10 +60,12 @@ thrive() { run "$1" "$BIN" generate --model "$GGUF" --device cpu --max-new-token
 
 if [ "$SAMPLING" = paper ]; then
   echo "batch $BATCH, the paper's sampling (temperature 1, top-p 1), $NEW new tokens each:"
-  thrive "thrive --dtype gguf, batch $BATCH" --dtype gguf --temperature 1 --top-p 1 "${prompts[@]}"
-  thrive "thrive --dtype f32, batch $BATCH" --dtype f32 --temperature 1 --top-p 1 "${prompts[@]}"
+  for d in "${DTYPES[@]}"; do
+    thrive "thrive --dtype $d, batch $BATCH" --dtype "$d" --temperature 1 --top-p 1 "${prompts[@]}"
+  done
   run "hf generate, batch $BATCH" "$PY" scripts/decode_bench_peers.py hf "$DIR" "$PROMPT" "$NEW" "$BATCH" sample
-  for a in "thrive --dtype gguf, batch $BATCH" "thrive --dtype f32, batch $BATCH"; do
+  for d in "${DTYPES[@]}"; do
+    a="thrive --dtype $d, batch $BATCH"
     b="hf generate, batch $BATCH"
     echo "$a / $b: speed $(echo "scale=2; $(cut -d' ' -f1 "$WORK/$a") / $(cut -d' ' -f1 "$WORK/$b")" | bc)x," \
       "peak memory $(echo "scale=2; $(cut -d' ' -f2 "$WORK/$a") / $(cut -d' ' -f2 "$WORK/$b")" | bc)x"
@@ -66,18 +75,18 @@ if [ "$SAMPLING" = paper ]; then
 fi
 
 echo "batch 1, greedy, $NEW new tokens:"
-thrive "thrive --dtype gguf" --dtype gguf --prompt "$PROMPT"
-thrive "thrive --dtype f32" --dtype f32 --prompt "$PROMPT"
+for d in "${DTYPES[@]}"; do thrive "thrive --dtype $d" --dtype "$d" --prompt "$PROMPT"; done
 run "llama.cpp" "$PY" scripts/decode_bench_peers.py llama "$GGUF" "$PROMPT" "$NEW"
 echo "batch $BATCH, greedy, $NEW new tokens each:"
-thrive "thrive --dtype gguf, batch $BATCH" --dtype gguf "${prompts[@]}"
-thrive "thrive --dtype f32, batch $BATCH" --dtype f32 "${prompts[@]}"
+for d in "${DTYPES[@]}"; do thrive "thrive --dtype $d, batch $BATCH" --dtype "$d" "${prompts[@]}"; done
 run "hf generate, batch $BATCH" "$PY" scripts/decode_bench_peers.py hf "$DIR" "$PROMPT" "$NEW" "$BATCH"
 
 ratio() { echo "scale=2; $(cut -d' ' -f1 "$WORK/$1") / $(cut -d' ' -f1 "$WORK/$2")" | bc; }
 mem() { echo "scale=2; $(cut -d' ' -f2 "$WORK/$1") / $(cut -d' ' -f2 "$WORK/$2")" | bc; }
-for pair in "thrive --dtype gguf|llama.cpp" "thrive --dtype f32|llama.cpp" \
-  "thrive --dtype gguf, batch $BATCH|hf generate, batch $BATCH" "thrive --dtype f32, batch $BATCH|hf generate, batch $BATCH"; do
+pairs=()
+for d in "${DTYPES[@]}"; do pairs+=("thrive --dtype $d|llama.cpp"); done
+for d in "${DTYPES[@]}"; do pairs+=("thrive --dtype $d, batch $BATCH|hf generate, batch $BATCH"); done
+for pair in "${pairs[@]}"; do
   a=${pair%|*}
   b=${pair#*|}
   echo "$a / $b: speed $(ratio "$a" "$b")x, peak memory $(mem "$a" "$b")x"

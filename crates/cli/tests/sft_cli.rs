@@ -101,6 +101,12 @@ fn bad_flags_are_named() {
     let bad = tmp.path().join("bad.jsonl");
     std::fs::write(&bad, "{\"prompt\": 1}\n").unwrap();
     fails(&with(&common, &["--train", s(&bad)]), &["bad.jsonl", "line 1"]);
+    // bf16-mixed needs MKL's mixed products; the default build says what to build or use.
+    if !thrive_sft::matmul::mixed_products() {
+        fails(&with(&common, &["--pool", s(&pool), "--dtype", "bf16-mixed"]), &["bf16-mixed", "mkl", "use f32"]);
+    }
+    // Full fine-tuning stores no frozen weight in bf16.
+    fails(&with(&common, &["--pool", s(&pool), "--full", "--dtype", "bf16-mixed"]), &["bf16-mixed"]);
     assert!(!out.join("adapter").exists());
 }
 

@@ -25,7 +25,7 @@ const LOSS_CHUNK_VALUES: usize = 1 << 24;
 
 /// The same for the CPU's fused linear cross-entropy of a training step: 2²⁶ f32 values
 /// (256 MiB, 256 rows of 262,144), its only buffer of that size.
-const LOSS_CHUNK_VALUES_FUSED: usize = 1 << 26;
+const LOSS_CHUNK_VALUES_FUSED: usize = 1 << 27;
 
 /// The same on a GPU: 2²⁸ f32 values (1 GiB, 1,024 rows of 262,144). Each chunk reads the whole
 /// output matrix three times and launches a fixed number of kernels, so 64-row chunks spent an
