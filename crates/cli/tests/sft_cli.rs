@@ -78,6 +78,40 @@ fn trains_on_a_pool_view_and_resumes() {
     assert!(a == b, "resumed run differs");
 }
 
+/// `--dtype bf16-mixed` end to end where the binary has MKL's mixed products (.ci/run's mkl
+/// stage runs this file with the feature): a LoRA run trains, lowers the validation loss and
+/// records its precision. In the default build the flag's error is checked in
+/// `bad_flags_are_named` instead.
+#[test]
+fn bf16_mixed_trains_where_the_build_has_mkl() {
+    if !thrive_sft::matmul::mixed_products() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let pool = pool(tmp.path());
+    let out = tmp.path().join("mixed");
+    let m = model();
+    let mut args = vec!["sft", "--model", s(&m), "--pool", s(&pool), "--epochs", "3", "--out", s(&out)];
+    args.extend(["--dtype", "bf16-mixed"]);
+    args.extend(FAST);
+    let stdout = ok(&args);
+    let losses: Vec<f64> = stdout
+        .split("validation loss ")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .split(" -> ")
+        .map(|x| x.trim().parse().unwrap())
+        .collect();
+    assert!(losses[1] < losses[0], "{stdout}");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["config"]["dtype"], "bf16-mixed");
+    assert!(out.join("adapter/adapter_model.safetensors").exists());
+}
+
 #[test]
 fn bad_flags_are_named() {
     let tmp = tempfile::tempdir().unwrap();

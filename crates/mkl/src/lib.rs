@@ -2,10 +2,11 @@
 //! bf16 × bf16 → f32 (`cblas_gemm_bf16bf16f32`, which runs on AMX tiles where the CPU has them).
 //!
 //! MKL is linked statically with its sequential layer; the parallelism is ours: the output is cut
-//! into fixed tiles ([`TILE_ROWS`] × [`TILE_COLS`]) that rayon spreads over its threads. Each
-//! tile is one MKL call whose shape does not depend on the thread count, and MKL runs in its
-//! conditional-numerical-reproducibility mode, so a product is bit-identical whatever
-//! `RAYON_NUM_THREADS` is (thrive's determinism rule).
+//! into fixed tiles ([`TILE_ROWS`] × [`TILE_COLS`]) that rayon spreads over its threads (an
+//! f32 output of few tiles over a long inner dimension is also cut into [`K_BLOCK`]s of k,
+//! summed in block order). Each tile is one MKL call whose shape does not depend on the thread
+//! count, and MKL runs in its conditional-numerical-reproducibility mode, so a product is
+//! bit-identical whatever `RAYON_NUM_THREADS` is (thrive's determinism rule).
 //!
 //! Everything here needs the `link` feature (thrive-sft's `mkl` feature turns it on); without it
 //! the crate is empty, so that the workspace builds where MKL is not installed.
@@ -22,6 +23,11 @@ use std::sync::Once;
 pub const TILE_ROWS: usize = 512;
 /// Columns of the output in one MKL call.
 pub const TILE_COLS: usize = 1024;
+/// An f32 output with fewer tiles than this and an inner dimension of at least two
+/// [`K_BLOCK`]s is also cut along k ([`for_each_f32_tile`]).
+pub const K_SPLIT_BELOW_TILES: usize = 8;
+/// The inner-dimension block of a product cut along k.
+pub const K_BLOCK: usize = 16384;
 
 const ROW_MAJOR: c_int = 101;
 const NO_TRANS: c_int = 111;
@@ -170,7 +176,8 @@ impl<T> OutPtr<T> {
     }
 }
 
-/// One MKL call's share of the output: matrix `b`, rows `i..i + tm`, columns `j..j + tn`.
+/// One MKL call's share of the output: matrix `b`, rows `i..i + tm`, columns `j..j + tn`,
+/// summed over the inner indices `k0..k0 + tk` (all of them unless the product is cut along k).
 #[derive(Clone, Copy)]
 struct Tile {
     b: usize,
@@ -178,15 +185,17 @@ struct Tile {
     tm: usize,
     j: usize,
     tn: usize,
+    k0: usize,
+    tk: usize,
 }
 
-/// The tiles of a batch of m × n outputs, in a fixed order.
-fn tiles(batch: usize, m: usize, n: usize) -> Vec<Tile> {
+/// The tiles of a batch of m × n outputs over all k inner indices, in a fixed order.
+fn tiles(batch: usize, m: usize, n: usize, k: usize) -> Vec<Tile> {
     let mut out = Vec::with_capacity(batch * m.div_ceil(TILE_ROWS) * n.div_ceil(TILE_COLS));
     for b in 0..batch {
         for i in (0..m).step_by(TILE_ROWS) {
             for j in (0..n).step_by(TILE_COLS) {
-                out.push(Tile { b, i, tm: TILE_ROWS.min(m - i), j, tn: TILE_COLS.min(n - j) });
+                out.push(Tile { b, i, tm: TILE_ROWS.min(m - i), j, tn: TILE_COLS.min(n - j), k0: 0, tk: k });
             }
         }
     }
@@ -215,19 +224,54 @@ fn for_each_tile<T: Copy + Send + Sync>(
         return;
     }
     let out = OutPtr(c.as_mut_ptr().cast::<T>());
-    tiles(d.batch, d.m, d.n).into_par_iter().for_each(|t| {
+    tiles(d.batch, d.m, d.n, d.k).into_par_iter().for_each(|t| {
         // SAFETY: `check` sized C as batch × m × n, and the tile starts inside it.
         tile(t, unsafe { out.get().add(out_offset(d, t)) })
     });
 }
 
+/// [`for_each_tile`] for an f32 output, `tile(t, out, ldc)` writing tile `t` at `out` with
+/// leading dimension `ldc`. An output of fewer than [`K_SPLIT_BELOW_TILES`] tiles over a long
+/// inner dimension would keep most threads idle (the loss's gradient through the output
+/// matrix: 512 × 640 over k = 262,144, one tile), so it is also cut into [`K_BLOCK`]s of k
+/// whose partial products run in parallel and are summed in block order. The cut depends on
+/// the shape alone, so the result still does not depend on the thread count.
+fn for_each_f32_tile(d: Dims, c: &mut [MaybeUninit<f32>], tile: impl Fn(Tile, *mut f32, usize) + Sync) {
+    let whole = tiles(d.batch, d.m, d.n, d.k);
+    if whole.len() >= K_SPLIT_BELOW_TILES || d.k < 2 * K_BLOCK {
+        return for_each_tile(d, c, 0.0, |t, out| tile(t, out, d.n));
+    }
+    let blocks = d.k.div_ceil(K_BLOCK);
+    let partials: Vec<Vec<f32>> = (0..whole.len() * blocks)
+        .into_par_iter()
+        .map(|w| {
+            let (t, kb) = (whole[w / blocks], w % blocks);
+            let k0 = kb * K_BLOCK;
+            let mut part = vec![0f32; t.tm * t.tn];
+            tile(Tile { k0, tk: K_BLOCK.min(d.k - k0), ..t }, part.as_mut_ptr(), t.tn);
+            part
+        })
+        .collect();
+    for (w, t) in whole.iter().enumerate() {
+        let parts = &partials[w * blocks..(w + 1) * blocks];
+        let start = out_offset(d, *t);
+        for r in 0..t.tm {
+            let row = &mut c[start + r * d.n..start + r * d.n + t.tn];
+            for (col, o) in row.iter_mut().enumerate() {
+                let at = r * t.tn + col;
+                o.write(parts.iter().skip(1).fold(parts[0][at], |sum, p| sum + p[at]));
+            }
+        }
+    }
+}
+
 /// C (batch × m × n, row-major, contiguous) = A (m × k) · B (k × n) for each matrix, in f32.
 pub fn gemm_f32(d: Dims, a: MatRef<f32>, b: MatRef<f32>, c: &mut [MaybeUninit<f32>]) -> Result<(), Error> {
     let (ba, bb) = check(d, &a, &b, c.len())?;
-    for_each_tile(d, c, 0.0, |t, out| {
+    for_each_f32_tile(d, c, |t, out, ldc| {
         // SAFETY: the views were bounds-checked in `check`; the tile writes its own rows and
-        // columns of C, which no other tile touches, and MKL never reads C when β = 0 (so C
-        // may start uninitialised).
+        // columns of C (or its own partial buffer), which no other tile touches, and MKL never
+        // reads C when β = 0 (so C may start uninitialised).
         unsafe {
             cblas_sgemm(
                 ROW_MAJOR,
@@ -235,15 +279,15 @@ pub fn gemm_f32(d: Dims, a: MatRef<f32>, b: MatRef<f32>, c: &mut [MaybeUninit<f3
                 bb.trans,
                 t.tm as c_int,
                 t.tn as c_int,
-                d.k as c_int,
+                t.tk as c_int,
                 1.0,
-                a.data.as_ptr().add(a.at(t.b, t.i, 0)),
+                a.data.as_ptr().add(a.at(t.b, t.i, t.k0)),
                 ba.ld as c_int,
-                b.data.as_ptr().add(b.at(t.b, 0, t.j)),
+                b.data.as_ptr().add(b.at(t.b, t.k0, t.j)),
                 bb.ld as c_int,
                 0.0,
                 out,
-                d.n as c_int,
+                ldc as c_int,
             )
         }
     });
@@ -254,7 +298,7 @@ pub fn gemm_f32(d: Dims, a: MatRef<f32>, b: MatRef<f32>, c: &mut [MaybeUninit<f3
 pub fn gemm_bf16(d: Dims, a: MatRef<bf16>, b: MatRef<bf16>, c: &mut [MaybeUninit<f32>]) -> Result<(), Error> {
     let (ba, bb) = check(d, &a, &b, c.len())?;
     // SAFETY: as in `gemm_f32`; bf16 is a u16 bit pattern, as MKL_BF16 is.
-    for_each_tile(d, c, 0.0, |t, out| unsafe { bf16_tile(d, ba, bb, &a, &b, t, out, d.n) });
+    for_each_f32_tile(d, c, |t, out, ldc| unsafe { bf16_tile(ba, bb, &a, &b, t, out, ldc) });
     Ok(())
 }
 
@@ -267,7 +311,7 @@ pub fn gemm_bf16_to_bf16(d: Dims, a: MatRef<bf16>, b: MatRef<bf16>, c: &mut [May
         // SAFETY: as in `gemm_bf16`; the scratch tile is tm × tn with leading dimension tn, and
         // the rounded tile goes to this tile's rows and columns of C only.
         unsafe {
-            bf16_tile(d, ba, bb, &a, &b, t, scratch.as_mut_ptr(), t.tn);
+            bf16_tile(ba, bb, &a, &b, t, scratch.as_mut_ptr(), t.tn);
             for (r, row) in scratch.chunks_exact(t.tn).enumerate() {
                 for (k, &v) in row.iter().enumerate() {
                     out.add(r * d.n + k).write(bf16::from_f32(v));
@@ -282,19 +326,18 @@ fn out_offset(d: Dims, t: Tile) -> usize {
     (t.b * d.m + t.i) * d.n + t.j
 }
 
-#[allow(clippy::too_many_arguments)]
-unsafe fn bf16_tile(d: Dims, ba: Blas, bb: Blas, a: &MatRef<bf16>, b: &MatRef<bf16>, t: Tile, c: *mut f32, ldc: usize) {
+unsafe fn bf16_tile(ba: Blas, bb: Blas, a: &MatRef<bf16>, b: &MatRef<bf16>, t: Tile, c: *mut f32, ldc: usize) {
     cblas_gemm_bf16bf16f32(
         ROW_MAJOR,
         ba.trans,
         bb.trans,
         t.tm as c_int,
         t.tn as c_int,
-        d.k as c_int,
+        t.tk as c_int,
         1.0,
-        a.data.as_ptr().add(a.at(t.b, t.i, 0)).cast(),
+        a.data.as_ptr().add(a.at(t.b, t.i, t.k0)).cast(),
         ba.ld as c_int,
-        b.data.as_ptr().add(b.at(t.b, 0, t.j)).cast(),
+        b.data.as_ptr().add(b.at(t.b, t.k0, t.j)).cast(),
         bb.ld as c_int,
         0.0,
         c,
@@ -434,6 +477,38 @@ mod tests {
         let one = run(1);
         assert_eq!(one, run(3));
         assert_eq!(one, run(7));
+    }
+
+    /// A product whose output is one tile over a long k (the loss's gradient through the output
+    /// matrix) is cut along k: still the naive product, and the same bits at any thread count.
+    #[test]
+    fn a_long_inner_dimension_is_cut_into_blocks_whatever_the_threads() {
+        let d = Dims { batch: 1, m: 7, n: 9, k: 2 * K_BLOCK + 1234 };
+        assert!(tiles(d.batch, d.m, d.n, d.k).len() < K_SPLIT_BELOW_TILES);
+        let ad = data(3 + d.m * d.k, 7);
+        let bd = data(3 + d.k * d.n, 8);
+        let (a, b) = (view(&ad, 1, d.m, d.k, false, false), view(&bd, 1, d.k, d.n, true, false));
+        let ah: Vec<bf16> = ad.iter().map(|&x| bf16::from_f32(x)).collect();
+        let bh: Vec<bf16> = bd.iter().map(|&x| bf16::from_f32(x)).collect();
+        let (ah, bh) = (same_view(&a, &ah), same_view(&b, &bh));
+        let run = |threads, bf16: bool| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| product(d.m * d.n, |c| if bf16 { gemm_bf16(d, ah, bh, c) } else { gemm_f32(d, a, b, c) }))
+                .unwrap()
+        };
+        let (f, h) = (run(1, false), run(1, true));
+        // Sums of 34,000 terms of size about 1/3: f32 rounding allows more than the default.
+        let near = |got: &[f32], want: &[f64], what: &str| {
+            for (g, w) in got.iter().zip(want) {
+                assert!((*g as f64 - w).abs() < 2e-3 * (1.0 + w.abs()), "{what}: {g} vs {w}");
+            }
+        };
+        near(&f, &naive(d, &a, &b), "f32");
+        near(&h, &naive(d, &ah, &bh), "bf16");
+        for threads in [2, 3, 7] {
+            assert_eq!(f, run(threads, false), "f32 at {threads} threads");
+            assert_eq!(h, run(threads, true), "bf16 at {threads} threads");
+        }
     }
 
     #[test]

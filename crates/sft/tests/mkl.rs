@@ -207,3 +207,46 @@ fn a_bf16_mixed_lora_step_stays_within_bf16_rounding_of_f32() {
         assert_close(&format!("adapter gradient {i}"), g, want, 5e-2);
     }
 }
+
+/// Decoding in `bf16-mixed` (the sampler's cached path, merged LoRA) against the f32 model's full
+/// forward: every step's logits within bf16's rounding, and the same greedy token wherever f32's
+/// top two logits are not a near tie.
+#[test]
+fn bf16_mixed_decoding_stays_within_bf16_rounding_of_f32() {
+    use thrive_sft::KvCache;
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-gemma2");
+    let adapted = |precision: Precision| {
+        let mut model = Gemma::load(&dir, precision, &Device::Cpu).unwrap();
+        let cfg = LoraConfig { rank: 4, alpha: 8.0, ..LoraConfig::default() };
+        model.add_lora(&cfg, &mut thrive_core::Seeds::new(0).stream(thrive_core::Stream::Training(0))).unwrap();
+        model.load_lora_weights(&dir.join("adapter/adapter_model.safetensors")).unwrap();
+        model.merge_lora().unwrap();
+        model
+    };
+    let (f32_model, mixed) = (adapted(DType::F32.into()), adapted(Precision::BF16_MIXED));
+    let ids: Vec<u32> = vec![2, 17, 250, 33, 91, 5, 120, 64, 300, 7, 45, 199];
+    let t = Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+    let expected = f32_model.forward(&t, &[vec![1; ids.len()]]).unwrap().squeeze(0).unwrap();
+    let scale = max_abs(&expected);
+    let mut cache = KvCache::new(&mixed, 4);
+    let (mut at, mut differs) = (0, 0f32);
+    for chunk in [5usize, 1, 1, 1, 1, 1, 1, 1] {
+        let input = Tensor::new(&ids[at..at + chunk], &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+        let positions = vec![(at as u32..(at + chunk) as u32).collect()];
+        let logits = mixed.decode_step(&input, &positions, &[vec![1; at + chunk]], &mut cache).unwrap();
+        let want = expected.narrow(0, at + chunk - 1, 1).unwrap();
+        let d = max_abs_diff(&logits, &want);
+        assert!(d <= 3e-2 * scale, "position {}: logits differ by {d} (largest {scale})", at + chunk - 1);
+        differs = differs.max(d);
+        let row = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let (got, want) = (row(&logits), row(&want));
+        let argmax = |v: &[f32]| v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
+        let mut sorted = want.clone();
+        sorted.sort_by(|a, b| b.total_cmp(a));
+        if sorted[0] - sorted[1] > 2.0 * d {
+            assert_eq!(argmax(&got), argmax(&want), "greedy token at position {}", at + chunk - 1);
+        }
+        at += chunk;
+    }
+    assert!(differs > 0.0, "bf16-mixed decoded exactly as f32: the weights were not bf16");
+}
