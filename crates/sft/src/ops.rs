@@ -515,24 +515,23 @@ impl SoftmaxMinusOneHot {
 
     /// One row: returns its negative log-likelihood. Three passes over the row, eight lanes at a
     /// time: cap and maximum; exp, its sum (f32 within a block, f64 across blocks) and the
-    /// cap's slope; the scale by 1 / sum. A row with a NaN takes the scalar passes, which carry
-    /// the NaN into the loss (the vector exp would turn it into 0).
+    /// cap's slope; the scale by 1 / sum. A NaN logit makes the row's loss and gradient NaN, as
+    /// scalar exp would (the vector tanh and exp would turn it into a number).
     fn row(&self, row: &mut [f32], target: usize) -> f64 {
         use wide::f32x8;
+        if row.iter().any(|l| l.is_nan()) {
+            row.fill(f32::NAN);
+            return f64::NAN;
+        }
         let (head, tail) = row.split_at_mut(row.len() / 8 * 8);
         let mut maxv = f32x8::splat(f32::NEG_INFINITY);
-        let mut nan = f32x8::splat(0.0);
         for c in head.chunks_exact_mut(8) {
             let mut v = load8(c);
             if let Some(cap) = self.cap {
                 v = tanh8(v / cap) * cap;
                 c.copy_from_slice(&v.to_array());
             }
-            nan |= v.is_nan();
             maxv = maxv.max(v);
-        }
-        if nan.any() || tail.iter().any(|l| l.is_nan()) {
-            return self.row_scalar(row, target, self.cap.is_some());
         }
         if let Some(cap) = self.cap {
             tail.iter_mut().for_each(|l| *l = cap * (*l / cap).tanh());
@@ -555,6 +554,7 @@ impl SoftmaxMinusOneHot {
             }
             sum += acc.to_array().iter().map(|&x| x as f64).sum::<f64>();
         }
+        // exp(c − max), times the slope 1 − (c / cap)², summed without the slope.
         for l in tail.iter_mut() {
             let e = (*l - max).exp();
             sum += e as f64;
@@ -566,34 +566,6 @@ impl SoftmaxMinusOneHot {
         let inv = (1.0 / sum) as f32;
         row.iter_mut().for_each(|l| *l *= inv);
         row[target] -= match self.cap {
-            Some(c) => 1.0 - (picked / c) * (picked / c),
-            None => 1.0,
-        };
-        max as f64 + sum.ln() - picked as f64
-    }
-
-    /// [`Self::row`] one value at a time, with libm's tanh and exp; `capped` says whether the
-    /// cap has already been applied.
-    fn row_scalar(&self, row: &mut [f32], target: usize, capped: bool) -> f64 {
-        let cap = self.cap;
-        if let (Some(c), false) = (cap, capped) {
-            row.iter_mut().for_each(|l| *l = c * (*l / c).tanh());
-        }
-        let picked = row[target];
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        // exp(c − max), times the slope 1 − (c / cap)², summed without the slope.
-        let mut sum = 0f64;
-        for l in row.iter_mut() {
-            let e = (*l - max).exp();
-            sum += e as f64;
-            *l = match cap {
-                Some(c) => e * (1.0 - (*l / c) * (*l / c)),
-                None => e,
-            };
-        }
-        let inv = (1.0 / sum) as f32;
-        row.iter_mut().for_each(|l| *l *= inv);
-        row[target] -= match cap {
             Some(c) => 1.0 - (picked / c) * (picked / c),
             None => 1.0,
         };
@@ -831,6 +803,53 @@ impl CustomOp3 for LoraOp {
 mod tests {
     use super::*;
     use candle_core::{DType, Device, D};
+
+    /// The fused loss's in-place op against candle's composite ops: softmax − one-hot of the
+    /// capped logits times the cap's slope, and the summed negative log-likelihood, with rows
+    /// longer than a vector block (and a tail); a NaN logit makes its row NaN, not a number.
+    #[test]
+    fn softmax_minus_one_hot_equals_the_composite_and_keeps_nans() {
+        let (rows, vocab) = (3, 1029);
+        let v: Vec<f32> = (0..rows * vocab).map(|i| ((i * 53 % 101) as f32 - 50.0) * 0.9).collect();
+        let targets = Arc::new(vec![0u32, 1028, 517]);
+        for cap in [None, Some(30.0)] {
+            let logits = Tensor::from_vec(v.clone(), (rows, vocab), &Device::Cpu).unwrap();
+            let op = SoftmaxMinusOneHot::new(targets.clone(), cap);
+            logits.inplace_op1(&op).unwrap();
+            let capped = match cap {
+                Some(c) => {
+                    ((Tensor::from_vec(v.clone(), (rows, vocab), &Device::Cpu).unwrap() / c).unwrap().tanh().unwrap()
+                        * c)
+                        .unwrap()
+                }
+                None => Tensor::from_vec(v.clone(), (rows, vocab), &Device::Cpu).unwrap(),
+            };
+            let p = candle_nn::ops::softmax_last_dim(&capped).unwrap();
+            let logp = candle_nn::ops::log_softmax(&capped, D::Minus1).unwrap().to_vec2::<f32>().unwrap();
+            let (p, c) = (p.to_vec2::<f32>().unwrap(), capped.to_vec2::<f32>().unwrap());
+            let got = logits.to_vec2::<f32>().unwrap();
+            let mut nll = 0f64;
+            for r in 0..rows {
+                let t = targets[r] as usize;
+                nll -= logp[r][t] as f64;
+                for j in 0..vocab {
+                    let slope = cap.map_or(1.0, |k| 1.0 - (c[r][j] / k as f32).powi(2));
+                    let want = (p[r][j] - if j == t { 1.0 } else { 0.0 }) * slope;
+                    assert!((got[r][j] - want).abs() <= 1e-6 + 1e-5 * want.abs(), "cap {cap:?} [{r}][{j}]");
+                }
+            }
+            let summed = op.summed_nll().unwrap();
+            assert!((summed - nll).abs() <= 1e-4 * nll.abs(), "cap {cap:?}: nll {summed} vs {nll}");
+        }
+        let mut with_nan = v.clone();
+        with_nan[vocab + 5] = f32::NAN;
+        let logits = Tensor::from_vec(with_nan, (rows, vocab), &Device::Cpu).unwrap();
+        let op = SoftmaxMinusOneHot::new(targets.clone(), Some(30.0));
+        logits.inplace_op1(&op).unwrap();
+        assert!(op.summed_nll().unwrap().is_nan());
+        let got = logits.to_vec2::<f32>().unwrap();
+        assert!(got[1].iter().all(|x| x.is_nan()) && got[0].iter().all(|x| x.is_finite()));
+    }
 
     /// The vector tanh against libm's, from tiny arguments through both branches to saturation.
     #[test]
