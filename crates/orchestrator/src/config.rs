@@ -30,8 +30,9 @@ pub struct RunConfig {
     /// `auto` (CUDA when built with it and present), `cpu` or `cuda`.
     #[serde(default = "default_device")]
     pub device: String,
-    /// `f32`, `bf16` or `bf16-mixed` (bf16 frozen weights, f32 activations; CPU, mkl build) for the frozen weights and activations (default: bf16 on CUDA, f32 on
-    /// the CPU); trained tensors are f32 either way.
+    /// `f32` or `bf16` for the frozen weights and activations (default: bf16 on CUDA, f32 on
+    /// the CPU), or `bf16-mixed` (bf16 frozen weights, f32 activations; CPU, mkl build);
+    /// trained tensors are f32 either way.
     #[serde(default)]
     pub dtype: Option<String>,
     /// Resources of the Slurm jobs of `thrive submit` (not part of what a run computes).
