@@ -18,6 +18,21 @@ fn model() -> PathBuf {
     root().join("sft/tests/fixtures/tiny-gemma2")
 }
 
+/// `thrive sft`'s summary, "N/N steps; validation loss A -> B", says B < A.
+fn assert_validation_loss_falls(stdout: &str) {
+    let losses: Vec<f64> = stdout
+        .split("validation loss ")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .split(" -> ")
+        .map(|x| x.trim().parse().unwrap())
+        .collect();
+    assert!(losses[1] < losses[0], "{stdout}");
+}
+
 const FAST: [&str; 10] =
     ["--lr", "1e-2", "--sequences-per-step", "8", "--micro-batch", "4", "--max-len", "128", "--device", "cpu"];
 
@@ -31,18 +46,7 @@ fn trains_on_a_pool_view_and_resumes() {
     args.extend(["--generation", "1", "--epochs", "3", "--out", s(&out)]);
     args.extend(FAST);
     let stdout = ok(&args);
-    // "N/N steps; validation loss A -> B"
-    let losses: Vec<f64> = stdout
-        .split("validation loss ")
-        .nth(1)
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .split(" -> ")
-        .map(|x| x.trim().parse().unwrap())
-        .collect();
-    assert!(losses[1] < losses[0], "{stdout}");
+    assert_validation_loss_falls(&stdout);
     for f in
         ["metrics.parquet", "metrics.manifest.json", "adapter/adapter_model.safetensors", "adapter/adapter_config.json"]
     {
@@ -95,17 +99,7 @@ fn bf16_mixed_trains_where_the_build_has_mkl() {
     args.extend(["--dtype", "bf16-mixed"]);
     args.extend(FAST);
     let stdout = ok(&args);
-    let losses: Vec<f64> = stdout
-        .split("validation loss ")
-        .nth(1)
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .split(" -> ")
-        .map(|x| x.trim().parse().unwrap())
-        .collect();
-    assert!(losses[1] < losses[0], "{stdout}");
+    assert_validation_loss_falls(&stdout);
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("metrics.manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["config"]["dtype"], "bf16-mixed");

@@ -519,19 +519,22 @@ impl SoftmaxMinusOneHot {
     /// scalar exp would (the vector tanh and exp would turn it into a number).
     fn row(&self, row: &mut [f32], target: usize) -> f64 {
         use wide::f32x8;
-        if row.iter().any(|l| l.is_nan()) {
-            row.fill(f32::NAN);
-            return f64::NAN;
-        }
         let (head, tail) = row.split_at_mut(row.len() / 8 * 8);
         let mut maxv = f32x8::splat(f32::NEG_INFINITY);
+        // NaNs are looked for in the logits as they come, before the cap could hide them.
+        let mut nan = f32x8::ZERO;
         for c in head.chunks_exact_mut(8) {
             let mut v = load8(c);
+            nan |= v.is_nan();
             if let Some(cap) = self.cap {
                 v = tanh8(v / cap) * cap;
                 c.copy_from_slice(&v.to_array());
             }
             maxv = maxv.max(v);
+        }
+        if nan.any() || tail.iter().any(|l| l.is_nan()) {
+            row.fill(f32::NAN);
+            return f64::NAN;
         }
         if let Some(cap) = self.cap {
             tail.iter_mut().for_each(|l| *l = cap * (*l / cap).tanh());

@@ -30,6 +30,20 @@ fn assert_close(what: &str, got: &Tensor, want: &Tensor, rel: f32) {
     assert!(diff <= rel * scale, "{what}: differs by {diff} (largest entry {scale})");
 }
 
+/// The tiny Gemma 2 in `precision` with LoRA r 4 on every linear, B set to small nonzero values
+/// (so that A gets a gradient too), and its trainable variables.
+fn lora_model(dir: &std::path::Path, precision: Precision) -> (Gemma, Vec<Var>) {
+    let mut model = Gemma::load(dir, precision, &Device::Cpu).unwrap();
+    let cfg = LoraConfig { rank: 4, alpha: 8.0, ..LoraConfig::default() };
+    let mut rng = thrive_core::Seeds::new(0).stream(thrive_core::Stream::Training(1));
+    model.add_lora(&cfg, &mut rng).unwrap();
+    let vars: Vec<Var> = model.trainable().into_iter().map(|(_, v)| v).collect();
+    for (i, v) in vars.iter().enumerate().filter(|(i, _)| i % 2 == 1) {
+        v.set(&(values(v.dims(), i as u64) * 0.05).unwrap()).unwrap();
+    }
+    (model, vars)
+}
+
 /// Runs `f` and says how many MKL products it took.
 fn counting<T>(f: impl FnOnce() -> T) -> (T, u64) {
     let before = mkl_products();
@@ -121,14 +135,7 @@ fn a_lora_step_does_not_depend_on_the_thread_count() {
     let step = |threads: usize| {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         pool.install(|| {
-            let mut model = Gemma::load(&dir, DType::F32, &Device::Cpu).unwrap();
-            let cfg = LoraConfig { rank: 4, alpha: 8.0, ..LoraConfig::default() };
-            let mut rng = thrive_core::Seeds::new(0).stream(thrive_core::Stream::Training(1));
-            model.add_lora(&cfg, &mut rng).unwrap();
-            let vars: Vec<Var> = model.trainable().into_iter().map(|(_, v)| v).collect();
-            for (i, v) in vars.iter().enumerate().filter(|(i, _)| i % 2 == 1) {
-                v.set(&(values(v.dims(), i as u64) * 0.05).unwrap()).unwrap();
-            }
+            let (model, vars) = lora_model(&dir, DType::F32.into());
             let (loss, _, grads) = loss_and_grads(&model, &b, None, false, 1, &vars).unwrap();
             let grads: Vec<Vec<f32>> =
                 grads.iter().map(|g| g.flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect();
@@ -182,14 +189,7 @@ fn a_bf16_mixed_lora_step_stays_within_bf16_rounding_of_f32() {
     let (_, mixed) = device_for("cpu", Some("bf16-mixed")).unwrap();
     assert_eq!(mixed, Precision::BF16_MIXED);
     let step = |precision: Precision| {
-        let mut model = Gemma::load(&dir, precision, &Device::Cpu).unwrap();
-        let cfg = LoraConfig { rank: 4, alpha: 8.0, ..LoraConfig::default() };
-        let mut rng = thrive_core::Seeds::new(0).stream(thrive_core::Stream::Training(1));
-        model.add_lora(&cfg, &mut rng).unwrap();
-        let vars: Vec<Var> = model.trainable().into_iter().map(|(_, v)| v).collect();
-        for (i, v) in vars.iter().enumerate().filter(|(i, _)| i % 2 == 1) {
-            v.set(&(values(v.dims(), i as u64) * 0.05).unwrap()).unwrap();
-        }
+        let (model, vars) = lora_model(&dir, precision);
         assert!(vars.iter().all(|v| v.dtype() == DType::F32), "adapters are f32 masters");
         let (loss, _, grads) = loss_and_grads(&model, &b, None, false, 1, &vars).unwrap();
         (model, loss, grads)
