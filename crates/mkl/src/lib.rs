@@ -32,6 +32,8 @@ pub const K_BLOCK: usize = 16384;
 const ROW_MAJOR: c_int = 101;
 const NO_TRANS: c_int = 111;
 const TRANS: c_int = 112;
+const PACKED: c_int = 151;
+const B_MATRIX: c_int = 162;
 const CBWR_AUTO: c_int = 2;
 const CBWR_STRICT: c_int = 0x10000;
 
@@ -55,6 +57,36 @@ extern "C" {
     );
     #[allow(clippy::too_many_arguments)]
     fn cblas_gemm_bf16bf16f32(
+        layout: c_int,
+        transa: c_int,
+        transb: c_int,
+        m: c_int,
+        n: c_int,
+        k: c_int,
+        alpha: f32,
+        a: *const u16,
+        lda: c_int,
+        b: *const u16,
+        ldb: c_int,
+        beta: f32,
+        c: *mut f32,
+        ldc: c_int,
+    );
+    fn cblas_gemm_bf16bf16f32_pack_get_size(identifier: c_int, m: c_int, n: c_int, k: c_int) -> usize;
+    #[allow(clippy::too_many_arguments)]
+    fn cblas_gemm_bf16bf16f32_pack(
+        layout: c_int,
+        identifier: c_int,
+        trans: c_int,
+        m: c_int,
+        n: c_int,
+        k: c_int,
+        src: *const u16,
+        ld: c_int,
+        dest: *mut u16,
+    );
+    #[allow(clippy::too_many_arguments)]
+    fn cblas_gemm_bf16bf16f32_compute(
         layout: c_int,
         transa: c_int,
         transb: c_int,
@@ -345,6 +377,133 @@ unsafe fn bf16_tile(ba: Blas, bb: Blas, a: &MatRef<bf16>, b: &MatRef<bf16>, t: T
     )
 }
 
+/// A bf16 right-hand matrix B (k × n) stored once in MKL's internal packed format, one buffer per
+/// [`TILE_COLS`] columns, for [`gemm_bf16_packed`]. A plain product packs its B on every call,
+/// which costs more than the product itself when A has few rows (decoding: one row a sequence),
+/// so a frozen weight that many small products read is packed once.
+///
+/// MKL asks for at least 9.6 MB a buffer and about twice the matrix's bytes, but writes only
+/// about the matrix's own bytes, spread over that room. Each buffer is an anonymous mapping, whose
+/// pages the kernel commits only when written: the resident memory of a packed matrix is about
+/// that of the matrix itself.
+pub struct PackedBf16 {
+    k: usize,
+    n: usize,
+    /// (first column, columns, packed buffer) of each column tile, in order.
+    tiles: Vec<(usize, usize, memmap2::MmapMut)>,
+}
+
+impl std::fmt::Debug for PackedBf16 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PackedBf16 {{ k: {}, n: {}, tiles: {} }}", self.k, self.n, self.tiles.len())
+    }
+}
+
+/// Why a matrix could not be packed.
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    #[error(transparent)]
+    View(#[from] Error),
+    #[error("mkl: could not map {bytes} bytes for a packed matrix: {source}")]
+    Map { bytes: usize, source: std::io::Error },
+}
+
+/// The row count MKL is told when packing. A packed matrix serves products of any row count with
+/// the same bits (crates/mkl's tests check it); this one is decoding's typical batch.
+const PACK_ROWS: c_int = 16;
+
+impl PackedBf16 {
+    /// Packs B, a k × n view (a linear layer's (n, k) weight read transposed is row stride 1,
+    /// column stride k), tile by tile over the threads.
+    pub fn new(b: MatRef<bf16>, k: usize, n: usize) -> Result<Self, PackError> {
+        init();
+        for x in [k, n] {
+            int(x)?;
+        }
+        let bb = b.blas(1, k, n)?;
+        let tiles: Vec<(usize, usize)> = (0..n).step_by(TILE_COLS).map(|j| (j, TILE_COLS.min(n - j))).collect();
+        let tiles = tiles
+            .into_par_iter()
+            .map(|(j, tn)| {
+                // SAFETY: a size query.
+                let bytes =
+                    unsafe { cblas_gemm_bf16bf16f32_pack_get_size(B_MATRIX, PACK_ROWS, tn as c_int, k as c_int) };
+                let mut buf =
+                    memmap2::MmapMut::map_anon(bytes.max(1)).map_err(|source| PackError::Map { bytes, source })?;
+                // SAFETY: the view was bounds-checked by `blas`; `buf` holds the `bytes` MKL asked for.
+                unsafe {
+                    cblas_gemm_bf16bf16f32_pack(
+                        ROW_MAJOR,
+                        B_MATRIX,
+                        bb.trans,
+                        PACK_ROWS,
+                        tn as c_int,
+                        k as c_int,
+                        b.data.as_ptr().add(b.at(0, 0, j)).cast(),
+                        bb.ld as c_int,
+                        buf.as_mut_ptr().cast(),
+                    )
+                };
+                Ok((j, tn, buf))
+            })
+            .collect::<Result<Vec<_>, PackError>>()?;
+        Ok(PackedBf16 { k, n, tiles })
+    }
+
+    /// (k, n).
+    pub fn dims(&self) -> (usize, usize) {
+        (self.k, self.n)
+    }
+}
+
+/// C (m × n, row-major, contiguous) = A (m × k) · B with B packed, bf16 inputs and f32 output.
+/// Every row of C is the same bits whatever m is (a batch of sequences decodes each sequence as
+/// it would alone), unlike a plain product, which treats one row differently.
+pub fn gemm_bf16_packed(m: usize, a: MatRef<bf16>, b: &PackedBf16, c: &mut [MaybeUninit<f32>]) -> Result<(), Error> {
+    init();
+    PRODUCTS.fetch_add(1, Ordering::Relaxed);
+    int(m)?;
+    if c.len() != m * b.n {
+        return Err(Error::Output(c.len(), m * b.n));
+    }
+    let ba = a.blas(1, m, b.k)?;
+    if m == 0 {
+        return Ok(());
+    }
+    if b.k == 0 {
+        c.fill(MaybeUninit::new(0.0));
+        return Ok(());
+    }
+    let out = OutPtr(c.as_mut_ptr().cast::<f32>());
+    let work: Vec<(usize, usize)> =
+        (0..m).step_by(TILE_ROWS).flat_map(|i| (0..b.tiles.len()).map(move |t| (i, t))).collect();
+    work.into_par_iter().for_each(|(i, t)| {
+        let (j, tn, buf) = &b.tiles[t];
+        let tm = TILE_ROWS.min(m - i);
+        // SAFETY: A was bounds-checked by `blas`; the packed tile holds k × tn; the call writes rows
+        // i..i + tm and columns j..j + tn of C, which no other call touches (β = 0: C is not read).
+        unsafe {
+            cblas_gemm_bf16bf16f32_compute(
+                ROW_MAJOR,
+                ba.trans,
+                PACKED,
+                tm as c_int,
+                *tn as c_int,
+                b.k as c_int,
+                1.0,
+                a.data.as_ptr().add(a.at(0, i, 0)).cast(),
+                ba.ld as c_int,
+                buf.as_ptr().cast(),
+                b.k as c_int,
+                0.0,
+                out.get().add(i * b.n + j),
+                b.n as c_int,
+            )
+        }
+    });
+    Ok(())
+}
+
 static PRODUCTS: AtomicU64 = AtomicU64::new(0);
 
 /// How many products this process has asked MKL for (one per call, whatever its tiles), so that
@@ -509,6 +668,35 @@ mod tests {
             assert_eq!(f, run(threads, false), "f32 at {threads} threads");
             assert_eq!(h, run(threads, true), "bf16 at {threads} threads");
         }
+    }
+
+    /// A packed B gives the plain product's values, and each row the same bits at any row count
+    /// and thread count.
+    #[test]
+    fn packed_products_match_plain_ones_and_do_not_depend_on_the_rows() {
+        let (k, n) = (640, 2500); // three column tiles, the last one partial
+        let wd = data(3 + n * k, 9);
+        let wh: Vec<bf16> = wd.iter().map(|&x| bf16::from_f32(x)).collect();
+        // B = Wᵀ of an (n, k) weight, as a linear layer reads it.
+        let b = MatRef { data: &wh[..], offset: 3, batch_stride: 0, row_stride: 1, col_stride: k };
+        let packed = PackedBf16::new(b, k, n).unwrap();
+        assert_eq!(packed.dims(), (k, n));
+        let ad = data(3 + 600 * k, 10);
+        let ah: Vec<bf16> = ad.iter().map(|&x| bf16::from_f32(x)).collect();
+        let run = |m: usize, threads: usize| {
+            let a = MatRef { data: &ah[..], offset: 3, batch_stride: 0, row_stride: k, col_stride: 1 };
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| product(m * n, |c| gemm_bf16_packed(m, a, &packed, c))).unwrap()
+        };
+        let all = run(600, 2);
+        let a = MatRef { data: &ah[..], offset: 3, batch_stride: 0, row_stride: k, col_stride: 1 };
+        close(&all, &naive(Dims { batch: 1, m: 600, n, k }, &a, &b), "packed");
+        for (m, threads) in [(1, 1), (2, 3), (16, 2), (37, 7), (600, 1)] {
+            assert_eq!(run(m, threads)[..], all[..m * n], "{m} rows at {threads} threads");
+        }
+        // The output must fit the product.
+        let err = product(5, |c| gemm_bf16_packed(1, a, &packed, c)).unwrap_err();
+        assert_eq!(err, Error::Output(5, n));
     }
 
     #[test]

@@ -892,7 +892,7 @@ impl Context<'_> {
                 (Gemma::load(&merged, self.dtype, self.device)?, merged.clone(), merged.join("model.safetensors"))
             }
         };
-        model.merge_lora()?;
+        model.pack_for_decoding()?;
         let mode = match cfg.sampling.mode.as_str() {
             "prompted" => {
                 let pool = Pool::open(self.dir.pool())?;

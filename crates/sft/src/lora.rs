@@ -1,6 +1,6 @@
 //! LoRA: a frozen linear layer plus a trainable low-rank update B·A, as PEFT defines it.
 
-use crate::matmul::Mm;
+use crate::matmul::{Mm, Packed};
 use crate::ops::{frozen_linear, lora_linear};
 use crate::{Error, Result};
 use candle_core::quantized::QTensor;
@@ -65,13 +65,19 @@ pub enum Weight {
     /// Multiplied by candle's quantized matmul, which quantizes the input too (to q8_0 or q8_K,
     /// the block type's partner) and reads 4.5 to 8.5 bits a weight.
     Quantized(Arc<QTensor>),
+    /// A dense weight also packed for decoding's small products ([`Packed`]): inference without
+    /// gradients takes the packed copy, anything else the dense one.
+    Packed {
+        dense: Tensor,
+        packed: Arc<Packed>,
+    },
 }
 
 impl Weight {
     /// The dense tensor; an error for quantized weights, which only decoding can use.
     pub fn dense(&self) -> Result<&Tensor> {
         match self {
-            Weight::Dense(t) => Ok(t),
+            Weight::Dense(t) | Weight::Packed { dense: t, .. } => Ok(t),
             Weight::Quantized(q) => Err(Error::Invalid(format!(
                 "a quantized ({:?}) weight can only be used for decoding (training, merging and export need the \
                  dense weights: load the model with --dtype f32 or bf16)",
@@ -83,7 +89,7 @@ impl Weight {
     /// (out, in).
     pub fn dims2(&self) -> Result<(usize, usize)> {
         Ok(match self {
-            Weight::Dense(t) => t.dims2()?,
+            Weight::Dense(t) | Weight::Packed { dense: t, .. } => t.dims2()?,
             Weight::Quantized(q) => q.shape().dims2()?,
         })
     }
@@ -92,6 +98,8 @@ impl Weight {
     pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             Weight::Dense(w) => frozen_linear(x, w),
+            Weight::Packed { dense, .. } if x.track_op() => frozen_linear(x, dense),
+            Weight::Packed { packed, .. } => Ok(packed.linear(x)?),
             Weight::Quantized(q) => Ok(x.contiguous()?.apply_op1_no_bwd(q.as_ref())?),
         }
     }
@@ -99,13 +107,24 @@ impl Weight {
     /// Rows `ids` of the matrix (an embedding lookup), as f32 (quantized) or in its dtype.
     pub fn rows(&self, ids: &Tensor) -> Result<Tensor> {
         match self {
-            Weight::Dense(w) => Ok(w.embedding(ids)?),
+            Weight::Dense(w) | Weight::Packed { dense: w, .. } => Ok(w.embedding(ids)?),
             Weight::Quantized(q) => Ok(q.embedding(ids)?),
         }
     }
 
     pub fn is_quantized(&self) -> bool {
         matches!(self, Weight::Quantized(_))
+    }
+
+    /// This weight with a packed copy for decoding, where the build and the weight allow one
+    /// (see [`Packed::new`]); else unchanged.
+    pub fn packed(&self) -> Result<Weight> {
+        if let Weight::Dense(dense) = self {
+            if let Some(p) = Packed::new(dense)? {
+                return Ok(Weight::Packed { dense: dense.clone(), packed: Arc::new(p) });
+            }
+        }
+        Ok(self.clone())
     }
 }
 

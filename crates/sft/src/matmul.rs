@@ -66,6 +66,56 @@ pub fn weight_for(w: &Tensor, dtype: DType) -> Result<Tensor> {
     w.to_dtype(dtype)
 }
 
+/// A frozen (out, in) weight packed once in oneMKL's internal format for decoding's products,
+/// which have few rows: a plain product repacks the weight on every call, and that was half of a
+/// bf16-mixed decoding step. Only bf16 weights on the CPU of an `mkl` build are packed
+/// ([`Packed::new`] says `None` otherwise). Each output row is the same bits whatever the number
+/// of rows, so a sequence decodes as it would alone.
+pub struct Packed {
+    #[cfg(feature = "mkl")]
+    b: thrive_mkl::PackedBf16,
+    /// Nothing is packed without MKL.
+    #[cfg(not(feature = "mkl"))]
+    never: std::convert::Infallible,
+}
+
+impl std::fmt::Debug for Packed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        #[cfg(feature = "mkl")]
+        return write!(f, "{:?}", self.b);
+        #[cfg(not(feature = "mkl"))]
+        {
+            let _ = f;
+            match self.never {}
+        }
+    }
+}
+
+impl Packed {
+    /// Packs `w` (out, in) where this build multiplies it through a packed matrix.
+    pub fn new(w: &Tensor) -> Result<Option<Packed>> {
+        #[cfg(feature = "mkl")]
+        return mkl::pack(w);
+        #[cfg(not(feature = "mkl"))]
+        {
+            let _ = w;
+            Ok(None)
+        }
+    }
+
+    /// `x Wᵀ` for `x` (…, in) in f32 (rounded to bf16 for the product, f32 out, as
+    /// `--dtype bf16-mixed`) or bf16 (bf16 out), with no gradient.
+    pub fn linear(&self, x: &Tensor) -> Result<Tensor> {
+        #[cfg(feature = "mkl")]
+        return mkl::packed_linear(&self.b, x);
+        #[cfg(not(feature = "mkl"))]
+        {
+            let _ = x;
+            match self.never {}
+        }
+    }
+}
+
 /// How many products oneMKL has computed in this process (0 without the `mkl` feature).
 pub fn mkl_products() -> u64 {
     #[cfg(feature = "mkl")]
@@ -90,7 +140,7 @@ pub fn cpu_backend() -> String {
 #[cfg(feature = "mkl")]
 mod mkl {
     use super::Mm;
-    use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
+    use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
     use thrive_mkl::{Dims, MatRef};
 
     /// f32 and bf16 operands in any pairing (a mixed pair gives f32).
@@ -201,6 +251,68 @@ mod mkl {
             _ => return None,
         };
         out.map_err(|e| tracing::debug!("{e}; candle's kernel does this product")).ok()
+    }
+
+    pub(super) fn pack(w: &Tensor) -> Result<Option<super::Packed>> {
+        if !w.device().is_cpu() || w.dtype() != DType::BF16 {
+            return Ok(None);
+        }
+        let (n, k) = w.dims2()?;
+        let (guard, l) = w.storage_and_layout();
+        let candle_core::Storage::Cpu(CpuStorage::BF16(data)) = &*guard else { return Ok(None) };
+        // Wᵀ (k × n) read from the (n, k) weight: element (i, j) is W[j, i].
+        let (rs, cs) = (l.stride()[0], l.stride()[1]);
+        let b = MatRef { data, offset: l.start_offset(), batch_stride: 0, row_stride: cs, col_stride: rs };
+        let b = thrive_mkl::PackedBf16::new(b, k, n).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        Ok(Some(super::Packed { b }))
+    }
+
+    pub(super) fn packed_linear(b: &thrive_mkl::PackedBf16, x: &Tensor) -> Result<Tensor> {
+        let (k, n) = b.dims();
+        let dims = x.dims();
+        if dims.last() != Some(&k) {
+            candle_core::bail!("packed linear: input {:?} does not end in the weight's {k} columns", x.shape());
+        }
+        let m = x.elem_count() / k.max(1);
+        let y = x.reshape((m, k))?.apply_op1_no_bwd(&PackedLinear(b))?;
+        let mut out = dims.to_vec();
+        *out.last_mut().expect("checked above") = n;
+        y.reshape(out)
+    }
+
+    /// (m, k) · packed (k × n) → (m, n); f32 in and out, or bf16 in and out.
+    struct PackedLinear<'a>(&'a thrive_mkl::PackedBf16);
+
+    impl CustomOp1 for PackedLinear<'_> {
+        fn name(&self) -> &'static str {
+            "mkl-packed-linear"
+        }
+
+        fn cpu_fwd(&self, x: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+            let (m, k) = l.shape().dims2()?;
+            let n = self.0.dims().1;
+            let run = |a: MatRef<'_, half::bf16>| {
+                output(m * n, |c| thrive_mkl::gemm_bf16_packed(m, a, self.0, c))
+                    .map_err(|e| candle_core::Error::Msg(e.to_string()))
+            };
+            let y = match x {
+                CpuStorage::F32(d) => {
+                    let v =
+                        view(d, l, 1, m, k).ok_or_else(|| candle_core::Error::Msg("packed linear: layout".into()))?;
+                    CpuStorage::F32(run(dense(&rounded(v, 1, m, k), m, k))?)
+                }
+                CpuStorage::BF16(d) => {
+                    let v =
+                        view(d, l, 1, m, k).ok_or_else(|| candle_core::Error::Msg("packed linear: layout".into()))?;
+                    CpuStorage::BF16(run(v)?.into_iter().map(half::bf16::from_f32).collect())
+                }
+                other => candle_core::bail!(
+                    "packed linear: {:?} input (f32 or bf16 expected)",
+                    candle_core::backend::BackendStorage::dtype(other)
+                ),
+            };
+            Ok((y, Shape::from((m, n))))
+        }
     }
 
     /// Runs a product into a fresh output of `len` elements that is not zeroed first: MKL writes

@@ -228,8 +228,8 @@ impl Gemma {
                 .or_else(|| w.remove(&name.replacen("model.", "", 1)))
                 .ok_or_else(|| Error::bad_model(files, format!("missing tensor `{name}`")))?;
             let dims = match &t {
-                Weight::Dense(t) => t.dims().to_vec(),
                 Weight::Quantized(q) => q.shape().dims().to_vec(),
+                dense => dense.dense()?.dims().to_vec(),
             };
             if dims != shape {
                 return Err(Error::bad_model(
@@ -907,10 +907,39 @@ impl Gemma {
             // Quantized weights keep their adapter as a separate f32 update: requantizing W + BA
             // would round the update away.
             if (lin.lora.is_some() || lin.full.is_some()) && !lin.weight.is_quantized() {
-                *lin = LoraLinear::frozen(lin.merged_weight()?.to_dtype(dtype)?);
+                // An adapted weight keeps its stored dtype (bf16 under bf16-mixed, whose compute
+                // dtype is f32); a trained one (f32 masters) goes back to the model's.
+                let merged = lin.merged_weight()?;
+                let merged = if lin.full.is_some() { merged.to_dtype(dtype)? } else { merged };
+                *lin = LoraLinear::frozen(merged);
             }
         }
         Ok(())
+    }
+
+    /// Packs the frozen matrices once for decoding's products (the tied embedding too, for the
+    /// output layer), where the build does that: bf16 weights on the CPU with oneMKL
+    /// (`--dtype bf16` and `bf16-mixed`). Adapters are merged first ([`Gemma::merge_lora`]); the
+    /// dense weights stay for everything else (embedding lookups, products that need a
+    /// gradient). Returns how many matrices were packed.
+    pub fn pack_for_decoding(&mut self) -> Result<usize> {
+        self.merge_lora()?;
+        let mut packed = 0;
+        let mut pack = |w: &mut Weight| -> Result<()> {
+            *w = w.packed()?;
+            packed += matches!(w, Weight::Packed { .. }) as usize;
+            Ok(())
+        };
+        for (_, lin) in self.linears_mut() {
+            if lin.full.is_none() && lin.lora.is_none() {
+                pack(&mut lin.weight)?;
+            }
+        }
+        if self.embed_var.is_none() {
+            pack(&mut self.embed)?;
+        }
+        tracing::debug!(packed, "matrices packed for decoding");
+        Ok(packed)
     }
 
     /// One decoding step with a KV cache: feeds `input_ids` (batch, s), which sit at cache slots
@@ -1029,8 +1058,9 @@ impl Gemma {
             let residual = x.clone();
             let h = layer.pre_ff_norm.forward(&x, fused)?;
             let [gate, up] = project(&h, [&layer.gate, &layer.up])?;
-            let gate = if self.erf_gelu { gate.gelu_erf()? } else { gate.gelu()? };
-            x = (residual + layer.post_ff_norm.forward(&layer.down.forward(&(gate * up)?, None)?, fused)?)?;
+            // The training path's fused GeGLU (vectorised on the CPU in f32).
+            let h = geglu(&gate, &up, self.erf_gelu)?;
+            x = (residual + layer.post_ff_norm.forward(&layer.down.forward(&h, None)?, fused)?)?;
         }
         let last = x.narrow(1, s - 1, 1)?.squeeze(1)?;
         self.logits_of(&self.final_norm.forward(&last, fused)?)

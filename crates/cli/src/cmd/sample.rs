@@ -131,7 +131,8 @@ pub fn run(a: Args) -> Result<()> {
 
 /// The model directory of `--model` (its tokenizer) and the model for decoding, in `--dtype`
 /// (`gguf`: the GGUF file's quantized weights), with `--adapter` merged in (kept beside quantized
-/// weights as an f32 update).
+/// weights as an f32 update) and its matrices packed where the build does that
+/// ([`Gemma::pack_for_decoding`]).
 fn load_for_decoding(
     spec: &str,
     adapter: Option<&std::path::Path>,
@@ -153,7 +154,7 @@ fn load_for_decoding(
         model.add_lora(&lora, &mut Seeds::new(0).stream(Stream::Training(0)))?;
         model.load_lora_weights(&dir.join("adapter_model.safetensors"))?;
     }
-    model.merge_lora()?;
+    model.pack_for_decoding()?;
     Ok((model_dir, model))
 }
 
