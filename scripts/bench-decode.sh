@@ -76,7 +76,14 @@ fi
 
 echo "batch 1, greedy, $NEW new tokens:"
 for d in "${DTYPES[@]}"; do thrive "thrive --dtype $d" --dtype "$d" --prompt "$PROMPT"; done
-run "llama.cpp" "$PY" scripts/decode_bench_peers.py llama "$GGUF" "$PROMPT" "$NEW"
+# llama.cpp is the batch-1 peer; without llama-cpp-python its comparisons are left out, said so.
+LLAMA=1
+if "$PY" -c 'import llama_cpp' 2>/dev/null; then
+  run "llama.cpp" "$PY" scripts/decode_bench_peers.py llama "$GGUF" "$PROMPT" "$NEW"
+else
+  LLAMA=0
+  echo "llama.cpp: skipped, llama-cpp-python is not installed (bash scripts/setup-python.sh bench)"
+fi
 echo "batch $BATCH, greedy, $NEW new tokens each:"
 for d in "${DTYPES[@]}"; do thrive "thrive --dtype $d, batch $BATCH" --dtype "$d" "${prompts[@]}"; done
 run "hf generate, batch $BATCH" "$PY" scripts/decode_bench_peers.py hf "$DIR" "$PROMPT" "$NEW" "$BATCH"
@@ -84,7 +91,7 @@ run "hf generate, batch $BATCH" "$PY" scripts/decode_bench_peers.py hf "$DIR" "$
 ratio() { echo "scale=2; $(cut -d' ' -f1 "$WORK/$1") / $(cut -d' ' -f1 "$WORK/$2")" | bc; }
 mem() { echo "scale=2; $(cut -d' ' -f2 "$WORK/$1") / $(cut -d' ' -f2 "$WORK/$2")" | bc; }
 pairs=()
-for d in "${DTYPES[@]}"; do pairs+=("thrive --dtype $d|llama.cpp"); done
+[ "$LLAMA" = 1 ] && for d in "${DTYPES[@]}"; do pairs+=("thrive --dtype $d|llama.cpp"); done
 for d in "${DTYPES[@]}"; do pairs+=("thrive --dtype $d, batch $BATCH|hf generate, batch $BATCH"); done
 for pair in "${pairs[@]}"; do
   a=${pair%|*}

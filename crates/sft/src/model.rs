@@ -1051,7 +1051,7 @@ impl Gemma {
             };
             let scores = scores.reshape((b, nkv, g, s, total))?.broadcast_add(&mask.unsqueeze(1)?)?;
             let probs = candle_nn::ops::softmax_last_dim(&scores.reshape((b, nkv, g * s, total))?)?;
-            let attn = probs.mm(&v.contiguous()?)?.reshape((b, nh, s, hd))?;
+            let attn = probs.mm(&v)?.reshape((b, nh, s, hd))?; // the cache view as it is: no copy
             let attn = attn.transpose(1, 2)?.reshape((b, s, nh * hd))?.to_dtype(self.dtype)?;
             x = (residual + layer.post_attn_norm.forward(&layer.o.forward(&attn, None)?, fused)?)?;
 
