@@ -29,6 +29,7 @@ mod ops;
 mod optim;
 mod settings;
 mod train;
+mod weights;
 
 pub use config::GemmaConfig;
 pub use data::{read_jsonl, Example, TextEncoder, Tokenized};

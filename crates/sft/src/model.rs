@@ -183,11 +183,7 @@ fn load_weights(dir: &Path, dtype: DType, device: &Device) -> Result<(HashMap<St
     };
     let mut all = HashMap::new();
     for f in &files {
-        let tensors = candle_core::safetensors::load(f, device)
-            .map_err(|e| Error::bad_model(f, format!("not readable safetensors: {e}")))?;
-        for (k, t) in tensors {
-            all.insert(k, t.to_dtype(dtype)?);
-        }
+        all.extend(crate::weights::read(f, dtype, device)?);
     }
     Ok((all, files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")))
 }
