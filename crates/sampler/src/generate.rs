@@ -244,8 +244,6 @@ pub fn generate(
 mod tests {
     use super::exp_weights;
 
-    /// The vector weights against libm's scalar exp: within 4 ulp wherever libm's result is a
-    /// normal number, 0 for a NaN logit, and any length (the remainder after whole vectors).
     /// The vector maximum against a scalar fold: NaNs ignored, any length, the tail included.
     #[test]
     fn the_vector_maximum_is_the_scalar_one() {
@@ -263,6 +261,8 @@ mod tests {
         assert_eq!(max_logit(&[f32::NAN; 9]), f32::NEG_INFINITY);
     }
 
+    /// The vector weights against libm's scalar exp: within 4 ulp wherever libm's result is a
+    /// normal number, 0 for a NaN logit, and any length (the remainder after whole vectors).
     #[test]
     fn vector_weights_are_libms_within_a_few_ulp() {
         let logits: Vec<f32> = (0..10_003).map(|i| ((i as f32 * 0.618_034).fract() - 0.9) * 80.0).collect();

@@ -263,8 +263,15 @@ mod mkl {
         // Wᵀ (k × n) read from the (n, k) weight: element (i, j) is W[j, i].
         let (rs, cs) = (l.stride()[0], l.stride()[1]);
         let b = MatRef { data, offset: l.start_offset(), batch_stride: 0, row_stride: cs, col_stride: rs };
-        let b = thrive_mkl::PackedBf16::new(b, k, n).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-        Ok(Some(super::Packed { b }))
+        match thrive_mkl::PackedBf16::new(b, k, n) {
+            Ok(b) => Ok(Some(super::Packed { b })),
+            // A layout BLAS cannot read stays unpacked (its products go through candle).
+            Err(thrive_mkl::PackError::View(e)) => {
+                tracing::debug!("{e}; the weight stays unpacked");
+                Ok(None)
+            }
+            Err(e) => Err(candle_core::Error::Msg(e.to_string())),
+        }
     }
 
     pub(super) fn packed_linear(b: &thrive_mkl::PackedBf16, x: &Tensor) -> Result<Tensor> {
