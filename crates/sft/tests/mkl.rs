@@ -44,6 +44,16 @@ fn lora_model(dir: &std::path::Path, precision: Precision) -> (Gemma, Vec<Var>) 
     (model, vars)
 }
 
+/// The tiny Gemma 2 in `precision` with the fixture's trained LoRA adapter (r 4), not merged.
+fn with_fixture_adapter(precision: Precision) -> Gemma {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-gemma2");
+    let mut model = Gemma::load(&dir, precision, &Device::Cpu).unwrap();
+    let cfg = LoraConfig { rank: 4, alpha: 8.0, ..LoraConfig::default() };
+    model.add_lora(&cfg, &mut thrive_core::Seeds::new(0).stream(thrive_core::Stream::Training(0))).unwrap();
+    model.load_lora_weights(&dir.join("adapter/adapter_model.safetensors")).unwrap();
+    model
+}
+
 /// Runs `f` and says how many MKL products it took.
 fn counting<T>(f: impl FnOnce() -> T) -> (T, u64) {
     let before = mkl_products();
@@ -214,16 +224,12 @@ fn a_bf16_mixed_lora_step_stays_within_bf16_rounding_of_f32() {
 #[test]
 fn bf16_mixed_decoding_stays_within_bf16_rounding_of_f32() {
     use thrive_sft::KvCache;
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-gemma2");
-    let adapted = |precision: Precision| {
-        let mut model = Gemma::load(&dir, precision, &Device::Cpu).unwrap();
-        let cfg = LoraConfig { rank: 4, alpha: 8.0, ..LoraConfig::default() };
-        model.add_lora(&cfg, &mut thrive_core::Seeds::new(0).stream(thrive_core::Stream::Training(0))).unwrap();
-        model.load_lora_weights(&dir.join("adapter/adapter_model.safetensors")).unwrap();
+    let merged = |precision: Precision| {
+        let mut model = with_fixture_adapter(precision);
         model.merge_lora().unwrap();
         model
     };
-    let (f32_model, mixed) = (adapted(DType::F32.into()), adapted(Precision::BF16_MIXED));
+    let (f32_model, mixed) = (merged(DType::F32.into()), merged(Precision::BF16_MIXED));
     let ids: Vec<u32> = vec![2, 17, 250, 33, 91, 5, 120, 64, 300, 7, 45, 199];
     let t = Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
     let expected = f32_model.forward(&t, &[vec![1; ids.len()]]).unwrap().squeeze(0).unwrap();
@@ -258,22 +264,14 @@ fn bf16_mixed_decoding_stays_within_bf16_rounding_of_f32() {
 #[test]
 fn packed_decoding_matches_the_unpacked_path_and_does_not_depend_on_the_batch() {
     use thrive_sft::KvCache;
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-gemma2");
-    let load = |precision: Precision| {
-        let mut model = Gemma::load(&dir, precision, &Device::Cpu).unwrap();
-        let cfg = LoraConfig { rank: 4, alpha: 8.0, ..LoraConfig::default() };
-        model.add_lora(&cfg, &mut thrive_core::Seeds::new(0).stream(thrive_core::Stream::Training(0))).unwrap();
-        model.load_lora_weights(&dir.join("adapter/adapter_model.safetensors")).unwrap();
-        model
-    };
-    let mut plain = load(Precision::BF16_MIXED);
+    let mut plain = with_fixture_adapter(Precision::BF16_MIXED);
     plain.merge_lora().unwrap();
-    let mut packed = load(Precision::BF16_MIXED);
+    let mut packed = with_fixture_adapter(Precision::BF16_MIXED);
     let layers = packed.merged_tensors().unwrap().keys().filter(|k| k.ends_with("q_proj.weight")).count();
     // Seven matrices a layer and the tied output layer; the adapters were merged first.
     assert_eq!(packed.pack_for_decoding().unwrap(), 7 * layers + 1);
     assert!(packed.lora_tensors().is_empty(), "adapters are merged before packing");
-    assert_eq!(load(DType::F32.into()).pack_for_decoding().unwrap(), 0, "f32 weights are not packed");
+    assert_eq!(with_fixture_adapter(DType::F32.into()).pack_for_decoding().unwrap(), 0, "f32 weights are not packed");
 
     let rows: [&[u32]; 3] = [&[2, 17, 250, 33, 91, 5], &[2, 120, 64, 300, 7, 45], &[2, 199, 8, 61, 140, 3]];
     // Prompt of 4 tokens, then one token a step; (batch, vocab) logits of every step.
