@@ -330,8 +330,58 @@ pub fn gemm_f32(d: Dims, a: MatRef<f32>, b: MatRef<f32>, c: &mut [MaybeUninit<f3
 pub fn gemm_bf16(d: Dims, a: MatRef<bf16>, b: MatRef<bf16>, c: &mut [MaybeUninit<f32>]) -> Result<(), Error> {
     let (ba, bb) = check(d, &a, &b, c.len())?;
     // SAFETY: as in `gemm_f32`; bf16 is a u16 bit pattern, as MKL_BF16 is.
-    for_each_f32_tile(d, c, |t, out, ldc| unsafe { bf16_tile(ba, bb, &a, &b, t, out, ldc) });
+    for_each_f32_tile(d, c, |t, out, ldc| unsafe { bf16_tile(ba, bb, &a, &b, t, out, ldc, 0.0) });
     Ok(())
+}
+
+/// C += A · B in f32 (shapes as [`gemm_f32`]; C initialised). For gradients summed over chunks
+/// (the loss's output matrix), which would otherwise each take a fresh C and an addition. The
+/// tiles are never cut along k, so each element is summed in one MKL call whatever the threads.
+pub fn gemm_f32_acc(d: Dims, a: MatRef<f32>, b: MatRef<f32>, c: &mut [f32]) -> Result<(), Error> {
+    let (ba, bb) = check(d, &a, &b, c.len())?;
+    for_each_acc_tile(d, c, |t, out| {
+        // SAFETY: as in `gemm_f32`; with β = 1 MKL reads this tile's C, which is initialised.
+        unsafe {
+            cblas_sgemm(
+                ROW_MAJOR,
+                ba.trans,
+                bb.trans,
+                t.tm as c_int,
+                t.tn as c_int,
+                t.tk as c_int,
+                1.0,
+                a.data.as_ptr().add(a.at(t.b, t.i, t.k0)),
+                ba.ld as c_int,
+                b.data.as_ptr().add(b.at(t.b, t.k0, t.j)),
+                bb.ld as c_int,
+                1.0,
+                out,
+                d.n as c_int,
+            )
+        }
+    });
+    Ok(())
+}
+
+/// C += A · B with bf16 inputs and f32 accumulation into an f32 C ([`gemm_f32_acc`]'s rules).
+pub fn gemm_bf16_acc(d: Dims, a: MatRef<bf16>, b: MatRef<bf16>, c: &mut [f32]) -> Result<(), Error> {
+    let (ba, bb) = check(d, &a, &b, c.len())?;
+    // SAFETY: as in `gemm_f32_acc`.
+    for_each_acc_tile(d, c, |t, out| unsafe { bf16_tile(ba, bb, &a, &b, t, out, d.n, 1.0) });
+    Ok(())
+}
+
+/// Runs `tile(t, out)` for every whole-k tile of an initialised f32 C in parallel (k = 0 adds
+/// nothing).
+fn for_each_acc_tile(d: Dims, c: &mut [f32], tile: impl Fn(Tile, *mut f32) + Sync) {
+    if d.k == 0 {
+        return;
+    }
+    let out = OutPtr(c.as_mut_ptr());
+    tiles(d.batch, d.m, d.n, d.k).into_par_iter().for_each(|t| {
+        // SAFETY: `check` sized C as batch × m × n, and the tile starts inside it.
+        tile(t, unsafe { out.get().add(out_offset(d, t)) })
+    });
 }
 
 /// C = A · B with bf16 inputs, accumulated in f32 and rounded once to a bf16 output (as a bf16
@@ -343,7 +393,7 @@ pub fn gemm_bf16_to_bf16(d: Dims, a: MatRef<bf16>, b: MatRef<bf16>, c: &mut [May
         // SAFETY: as in `gemm_bf16`; the scratch tile is tm × tn with leading dimension tn, and
         // the rounded tile goes to this tile's rows and columns of C only.
         unsafe {
-            bf16_tile(ba, bb, &a, &b, t, scratch.as_mut_ptr(), t.tn);
+            bf16_tile(ba, bb, &a, &b, t, scratch.as_mut_ptr(), t.tn, 0.0);
             for (r, row) in scratch.chunks_exact(t.tn).enumerate() {
                 for (k, &v) in row.iter().enumerate() {
                     out.add(r * d.n + k).write(bf16::from_f32(v));
@@ -358,7 +408,18 @@ fn out_offset(d: Dims, t: Tile) -> usize {
     (t.b * d.m + t.i) * d.n + t.j
 }
 
-unsafe fn bf16_tile(ba: Blas, bb: Blas, a: &MatRef<bf16>, b: &MatRef<bf16>, t: Tile, c: *mut f32, ldc: usize) {
+/// One tile of a bf16 product: C = A · B + β C.
+#[allow(clippy::too_many_arguments)]
+unsafe fn bf16_tile(
+    ba: Blas,
+    bb: Blas,
+    a: &MatRef<bf16>,
+    b: &MatRef<bf16>,
+    t: Tile,
+    c: *mut f32,
+    ldc: usize,
+    beta: f32,
+) {
     cblas_gemm_bf16bf16f32(
         ROW_MAJOR,
         ba.trans,
@@ -371,7 +432,7 @@ unsafe fn bf16_tile(ba: Blas, bb: Blas, a: &MatRef<bf16>, b: &MatRef<bf16>, t: T
         ba.ld as c_int,
         b.data.as_ptr().add(b.at(t.b, t.k0, t.j)).cast(),
         bb.ld as c_int,
-        0.0,
+        beta,
         c,
         ldc as c_int,
     )
@@ -607,6 +668,39 @@ mod tests {
                 assert!(c16.iter().zip(&c).all(|(h, f)| *h == bf16::from_f32(*f)), "{what}");
             }
         }
+    }
+
+    #[test]
+    fn accumulating_products_add_to_what_c_holds() {
+        // 700 × 1100 crosses both tile edges; k = 40,000 would be cut along k by `gemm_f32`.
+        for &(m, n, k) in &[(700, 1100, 37), (3, 5, 40_000), (2, 3, 0)] {
+            let d = Dims { batch: 1, m, n, k };
+            let (ad, bd) = (data(3 + m * k, 5), data(3 + k * n, 6));
+            // Aᵀ stored (k × m), as the loss's gradient dᵀ · rows reads it.
+            let (a, b) = (view(&ad, 1, m, k, true, false), view(&bd, 1, k, n, false, false));
+            let start: Vec<f32> = data(m * n, 7);
+            let mut want = naive(d, &a, &b);
+            want.iter_mut().zip(&start).for_each(|(w, s)| *w += *s as f64);
+            let mut c = start.clone();
+            gemm_f32_acc(d, a, b, &mut c).unwrap();
+            close(&c, &want, &format!("f32 acc {d:?}"));
+            let ah: Vec<bf16> = ad.iter().map(|&x| bf16::from_f32(x)).collect();
+            let bh: Vec<bf16> = bd.iter().map(|&x| bf16::from_f32(x)).collect();
+            let (ah, bh) = (same_view(&a, &ah), same_view(&b, &bh));
+            let mut want = naive(d, &ah, &bh);
+            want.iter_mut().zip(&start).for_each(|(w, s)| *w += *s as f64);
+            let mut c = start.clone();
+            gemm_bf16_acc(d, ah, bh, &mut c).unwrap();
+            // bf16 products of k = 40,000 terms: f32 accumulation, so a looser bound.
+            for (g, w) in c.iter().zip(&want) {
+                assert!((*g as f64 - w).abs() < 1e-4 * (1.0 + w.abs()) * (1.0 + k as f64 / 1000.0), "bf16 acc {d:?}");
+            }
+        }
+        let mut short = vec![0f32; 3];
+        let d = Dims { batch: 1, m: 2, n: 2, k: 1 };
+        let x = data(4, 0);
+        let v = MatRef { data: &x, offset: 0, batch_stride: 0, row_stride: 1, col_stride: 1 };
+        assert_eq!(gemm_f32_acc(d, v, v, &mut short), Err(Error::Output(3, 4)));
     }
 
     #[test]

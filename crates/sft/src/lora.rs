@@ -1,7 +1,7 @@
 //! LoRA: a frozen linear layer plus a trainable low-rank update B·A, as PEFT defines it.
 
 use crate::matmul::{Mm, Packed};
-use crate::ops::{frozen_linear, lora_linear};
+use crate::ops::{bf16_trained_linear, frozen_linear, lora_linear};
 use crate::{Error, Result};
 use candle_core::quantized::QTensor;
 use candle_core::{DType, Device, Tensor, Var};
@@ -136,23 +136,31 @@ pub struct LoraLinear {
     pub weight: Weight,
     pub full: Option<Var>,
     pub lora: Option<LoraWeights>,
+    /// A trained base weight's products run in bf16 against its f32 master (`--dtype
+    /// bf16-mixed --full`, [`bf16_trained_linear`]).
+    pub bf16_products: bool,
 }
 
 impl LoraLinear {
     /// A frozen layer.
     pub fn frozen(weight: Tensor) -> Self {
-        LoraLinear { weight: Weight::Dense(weight), full: None, lora: None }
+        LoraLinear { weight: Weight::Dense(weight), full: None, lora: None, bf16_products: false }
     }
 
     /// A frozen layer of quantized weights (decoding only).
     pub fn quantized(weight: Arc<QTensor>) -> Self {
-        LoraLinear { weight: Weight::Quantized(weight), full: None, lora: None }
+        LoraLinear { weight: Weight::Quantized(weight), full: None, lora: None, bf16_products: false }
     }
 
     /// A layer whose base weight is trained (full fine-tuning).
     pub fn trainable(weight: &Tensor) -> Result<Self> {
         let var = Var::from_tensor(&weight.to_dtype(DType::F32)?)?;
-        Ok(LoraLinear { weight: Weight::Dense(var.as_tensor().clone()), full: Some(var), lora: None })
+        Ok(LoraLinear {
+            weight: Weight::Dense(var.as_tensor().clone()),
+            full: Some(var),
+            lora: None,
+            bf16_products: false,
+        })
     }
 
     /// Adds a LoRA adapter with fresh A (from `rng`) and zero B, kept in f32.
@@ -177,6 +185,7 @@ impl LoraLinear {
             return lora_linear(x, w, &l.a, &l.b, l.scale);
         }
         let y = match &self.full {
+            Some(v) if self.bf16_products => bf16_trained_linear(x, v.as_tensor())?,
             Some(v) => x.broadcast_mm(&v.as_tensor().to_dtype(x.dtype())?.t()?)?,
             None => self.weight.apply(x)?,
         };

@@ -23,8 +23,8 @@ pub struct Batch {
 /// are 64 MiB, a chunk of 64 rows of Gemma's 262,144-token vocabulary.
 const LOSS_CHUNK_VALUES: usize = 1 << 24;
 
-/// The same for the CPU's fused linear cross-entropy of a training step: 2²⁶ f32 values
-/// (256 MiB, 256 rows of 262,144), its only buffer of that size.
+/// The same for the CPU's fused linear cross-entropy of a training step: 2²⁷ f32 values
+/// (512 MiB, 512 rows of 262,144), its only buffer of that size.
 const LOSS_CHUNK_VALUES_FUSED: usize = 1 << 27;
 
 /// The same on a GPU: 2²⁸ f32 values (1 GiB, 1,024 rows of 262,144). Each chunk reads the whole
@@ -98,7 +98,13 @@ fn loss_with(
     // A training step on the CPU with a frozen output layer computes the loss's gradient in
     // the forward pass (below), which keeps one logits-sized buffer per chunk instead of
     // several: it takes larger chunks, so that MKL or gemm repacks the output matrix less often.
-    let fused = training && device.is_cpu() && picked.dtype() == DType::F32 && model.embed_var().is_none();
+    let fused = training && device.is_cpu() && picked.dtype() == DType::F32;
+    // A trained output matrix (full fine-tuning) gets its gradient summed over the chunks in one
+    // buffer, in place, instead of a fresh (vocabulary × hidden) tensor per chunk plus a sum.
+    let trained = match (fused && model.uses_manual_backward(), model.embed_var()) {
+        (true, Some(e)) => Some(Arc::new(TrainedOutput::new(e.as_tensor(), model.bf16_trained())?)),
+        _ => None,
+    };
     let per_chunk = match (device.is_cpu(), fused) {
         (true, true) => LOSS_CHUNK_VALUES_FUSED,
         (true, false) => LOSS_CHUNK_VALUES,
@@ -121,7 +127,7 @@ fn loss_with(
         let (nll, _) = if manual && fused && rows.track_op() {
             // Liger's fused linear cross-entropy: the forward pass also computes the rows'
             // gradient and keeps only that (chunk rows × hidden); the backward scales it.
-            let chunk = ChunkLoss { model: model.clone(), targets: Arc::new(t) };
+            let chunk = ChunkLoss { model: model.clone(), targets: Arc::new(t), trained: trained.clone() };
             let stash: Arc<std::sync::Mutex<Option<Tensor>>> = Arc::default();
             let (fwd, bwd, put, take) = (chunk.clone(), chunk, stash.clone(), stash);
             let body = move |a: &[Tensor], _: Option<&mut thrive_core::Rng>| -> Result<Tensor> {
@@ -132,14 +138,21 @@ fn loss_with(
             let backward = move |a: &[Tensor], g: &Tensor| -> Result<Vec<Option<Tensor>>> {
                 let kept = take.lock().map_err(|_| crate::Error::Invalid("loss stash poisoned".into()))?.take();
                 match kept {
-                    Some(d_rows) => Ok(vec![Some(d_rows.broadcast_mul(&g.to_dtype(d_rows.dtype())?)?)]),
+                    Some(d_rows) => {
+                        let d_rows = d_rows.broadcast_mul(&g.to_dtype(d_rows.dtype())?)?;
+                        let d_embed = match &bwd.trained {
+                            Some(out) => Some(out.take_grad(g)?),
+                            None => None,
+                        };
+                        Ok(std::iter::once(Some(d_rows)).chain(a.get(1).map(|_| d_embed.flatten())).collect())
+                    }
                     None => bwd.backward(a, g),
                 }
             };
             let extra = Recompute { backward: Some(Arc::new(backward)), ..Recompute::default() };
             recompute("next-token-loss", &inputs, Arc::new(body), extra)?
         } else if manual {
-            let chunk = ChunkLoss { model: model.clone(), targets: Arc::new(t) };
+            let chunk = ChunkLoss { model: model.clone(), targets: Arc::new(t), trained: None };
             let (fwd, bwd) = (chunk.clone(), chunk);
             let body = move |a: &[Tensor], _: Option<&mut thrive_core::Rng>| fwd.forward(a);
             let backward = move |a: &[Tensor], g: &Tensor| bwd.backward(a, g);
@@ -169,12 +182,55 @@ fn loss_with(
     Ok(((total / n as f64)?, n))
 }
 
+/// The trained output matrix of a fused loss (full fine-tuning on the CPU): the weight its
+/// products read, and its gradient summed over every chunk of one loss.
+struct TrainedOutput {
+    /// The embedding (vocab, hidden) as the products read it: the f32 master, or its bf16
+    /// rounding under bf16-mixed (rounded once per loss rather than once per chunk).
+    w: Tensor,
+    bf16: bool,
+    /// Σ over chunks of (softmax − one-hot)ᵀ · rows, filled by the forward passes.
+    grad: std::sync::Mutex<Option<Vec<f32>>>,
+}
+
+impl TrainedOutput {
+    fn new(embed: &Tensor, bf16: bool) -> Result<Self> {
+        let e = embed.detach();
+        let w = if bf16 { crate::matmul::round_bf16(&e)? } else { e };
+        Ok(TrainedOutput { w, bf16, grad: std::sync::Mutex::new(None) })
+    }
+
+    /// Adds one chunk's `dᵀ · rows` (d: rows × vocab, already softmax − one-hot).
+    fn add(&self, d: &Tensor, rows: &Tensor) -> Result<()> {
+        let mut g = self.grad.lock().map_err(|_| crate::Error::Invalid("loss gradient poisoned".into()))?;
+        // Zeroed by the allocator's fresh pages, once per loss.
+        let acc = g.get_or_insert_with(|| vec![0f32; self.w.elem_count()]);
+        Ok(crate::matmul::accumulate_tn(acc, d, rows, self.bf16)?)
+    }
+
+    /// The summed gradient times the loss's upstream gradient `g`, for the first chunk whose
+    /// backward asks; `None` for the others. Every chunk's negative log-likelihood enters the
+    /// loss with the same weight (they are summed), so one `g` scales them all.
+    fn take_grad(&self, g: &Tensor) -> Result<Option<Tensor>> {
+        let taken = self.grad.lock().map_err(|_| crate::Error::Invalid("loss gradient poisoned".into()))?.take();
+        match taken {
+            Some(acc) => {
+                let t = Tensor::from_vec(acc, self.w.shape(), self.w.device())?;
+                Ok(Some(t.broadcast_mul(&g.to_dtype(DType::F32)?)?))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
 /// One chunk's summed negative log-likelihood with a hand-written backward: inputs are the
 /// chunk's hidden rows (rows, hidden) and, when it is trained, the embedding (vocab, hidden).
 #[derive(Clone)]
 struct ChunkLoss {
     model: Gemma,
     targets: Arc<Vec<u32>>,
+    /// The trained output matrix of a fused CPU loss ([`ChunkLoss::fused_cpu`]).
+    trained: Option<Arc<TrainedOutput>>,
 }
 
 impl ChunkLoss {
@@ -205,16 +261,27 @@ impl ChunkLoss {
         Ok((lse - picked)?.sum_all()?)
     }
 
-    /// The summed negative log-likelihood and its gradient with respect to the rows (for a
-    /// frozen output layer, f32 rows on the CPU), in one pass: the logits, then one in-place
-    /// pass per row that turns them into softmax − one-hot (times the cap's slope), then that
-    /// times the output matrix. Nothing the size of the logits outlives the call.
+    /// The summed negative log-likelihood and its gradient with respect to the rows (f32 rows
+    /// on the CPU), in one pass: the logits, then one in-place pass per row that turns them into
+    /// softmax − one-hot (times the cap's slope), then that times the output matrix. A trained
+    /// output matrix also gets that's transpose times the rows added to its summed gradient.
+    /// Nothing the size of the logits outlives the call.
     fn fused_cpu(&self, a: &[Tensor]) -> Result<(Tensor, Tensor)> {
-        let logits = self.model.uncapped_logits(&a[0], None)?.contiguous()?;
+        let logits = match &self.trained {
+            Some(out) => crate::ops::frozen_linear(&a[0], &out.w)?.to_dtype(DType::F32)?,
+            None => self.model.uncapped_logits(&a[0], None)?,
+        }
+        .contiguous()?;
         let op = crate::ops::SoftmaxMinusOneHot::new(self.targets.clone(), self.model.cfg.final_logit_softcapping);
         logits.inplace_op1(&op)?;
         let nll = Tensor::new(op.summed_nll()? as f32, logits.device())?;
-        let d_rows = logits.mm(&self.model.output_weight(None, DType::F32)?)?;
+        let d_rows = match &self.trained {
+            Some(out) => {
+                out.add(&logits, &a[0])?;
+                logits.mm(&out.w)?
+            }
+            None => logits.mm(&self.model.output_weight(None, DType::F32)?)?,
+        };
         Ok((nll, d_rows.to_dtype(a[0].dtype())?))
     }
 

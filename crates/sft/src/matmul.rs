@@ -66,6 +66,55 @@ pub fn weight_for(w: &Tensor, dtype: DType) -> Result<Tensor> {
     w.to_dtype(dtype)
 }
 
+/// `t` rounded to bf16 (to nearest, ties to even, as `to_dtype`); an f32 tensor on the CPU of an
+/// `mkl` build is rounded row by row over the threads (candle's conversion is one thread).
+pub fn round_bf16(t: &Tensor) -> Result<Tensor> {
+    #[cfg(feature = "mkl")]
+    if t.device().is_cpu() && t.dtype() == DType::F32 {
+        return mkl::round_bf16(t);
+    }
+    t.to_dtype(DType::BF16)
+}
+
+/// `a · b` (2-D) with f32 output, for bf16 operands whose product should not be rounded to bf16
+/// (a trained weight's gradient): oneMKL's bf16 × bf16 → f32 on the CPU of an `mkl` build,
+/// else the product of the operands widened to f32.
+pub fn mm_f32_out(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    #[cfg(feature = "mkl")]
+    if a.device().is_cpu() && a.dtype() == DType::BF16 && b.dtype() == DType::BF16 {
+        return mkl::bf16_product_f32(a, b);
+    }
+    a.to_dtype(DType::F32)?.mm(&b.to_dtype(DType::F32)?)
+}
+
+/// `acc += dᵀ · rows` for `d` (m, n) and `rows` (m, k) f32 on the CPU, `acc` holding n × k:
+/// the gradient of a matrix summed over chunks of rows in one buffer. With `bf16`, `d` and
+/// `rows` are rounded for the product, which accumulates in f32 (an `mkl` build's AMX). With
+/// the `mkl` feature the sum runs in place; without it each chunk's product is added.
+pub fn accumulate_tn(acc: &mut [f32], d: &Tensor, rows: &Tensor, bf16: bool) -> Result<()> {
+    let ((m, n), (m2, k)) = (d.dims2()?, rows.dims2()?);
+    if m != m2 || acc.len() != n * k {
+        candle_core::bail!(
+            "accumulate_tn: d {:?}, rows {:?} and {} accumulated values",
+            d.shape(),
+            rows.shape(),
+            acc.len()
+        );
+    }
+    #[cfg(feature = "mkl")]
+    if d.device().is_cpu() {
+        return mkl::accumulate_tn(acc, d, rows, (m, n, k), bf16);
+    }
+    let (d, rows) = if bf16 {
+        (d.to_dtype(DType::BF16)?.to_dtype(DType::F32)?, rows.to_dtype(DType::BF16)?.to_dtype(DType::F32)?)
+    } else {
+        (d.clone(), rows.clone())
+    };
+    let p = d.t()?.matmul(&rows)?.flatten_all()?.to_vec1::<f32>()?;
+    acc.iter_mut().zip(p).for_each(|(a, p)| *a += p);
+    Ok(())
+}
+
 /// A frozen (out, in) weight packed once in oneMKL's internal format for decoding's products,
 /// which have few rows: a plain product repacks the weight on every call, and that was half of a
 /// bf16-mixed decoding step. Only bf16 weights on the CPU of an `mkl` build are packed
@@ -251,6 +300,82 @@ mod mkl {
             _ => return None,
         };
         out.map_err(|e| tracing::debug!("{e}; candle's kernel does this product")).ok()
+    }
+
+    pub(super) fn round_bf16(t: &Tensor) -> Result<Tensor> {
+        let t = t.contiguous()?;
+        let n = t.elem_count();
+        let (guard, l) = t.storage_and_layout();
+        let candle_core::Storage::Cpu(CpuStorage::F32(data)) = &*guard else {
+            candle_core::bail!("round_bf16: not f32 CPU storage")
+        };
+        let cols = t.dims().last().copied().unwrap_or(1).max(1);
+        let v = MatRef { data, offset: l.start_offset(), batch_stride: 0, row_stride: cols, col_stride: 1 };
+        let out = rounded(v, 1, n / cols, cols);
+        drop(guard);
+        Tensor::from_vec(out, t.shape(), t.device())
+    }
+
+    pub(super) fn bf16_product_f32(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        a.apply_op2_no_bwd(b, &Bf16ProductF32)
+    }
+
+    /// (m, k) · (k, n) of bf16 operands in any BLAS-readable layout, f32 out.
+    struct Bf16ProductF32;
+
+    impl CustomOp2 for Bf16ProductF32 {
+        fn name(&self) -> &'static str {
+            "mkl-bf16-product-f32"
+        }
+
+        fn cpu_fwd(&self, a: &CpuStorage, al: &Layout, b: &CpuStorage, bl: &Layout) -> Result<(CpuStorage, Shape)> {
+            let ((m, k), (k2, n)) = (al.shape().dims2()?, bl.shape().dims2()?);
+            if k != k2 {
+                candle_core::bail!("bf16 product: {:?} · {:?}", al.shape(), bl.shape());
+            }
+            let (CpuStorage::BF16(a), CpuStorage::BF16(b)) = (a, b) else {
+                candle_core::bail!("bf16 product: bf16 operands expected")
+            };
+            let layout = || candle_core::Error::Msg("bf16 product: a layout BLAS cannot read".into());
+            let (a, b) = (view(a, al, 1, m, k).ok_or_else(layout)?, view(b, bl, 1, k, n).ok_or_else(layout)?);
+            let c = output(m * n, |c| thrive_mkl::gemm_bf16(Dims { batch: 1, m, n, k }, a, b, c))
+                .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+            Ok((CpuStorage::F32(c), Shape::from((m, n))))
+        }
+    }
+
+    pub(super) fn accumulate_tn(
+        acc: &mut [f32],
+        d: &Tensor,
+        rows: &Tensor,
+        (m, n, k): (usize, usize, usize),
+        bf16: bool,
+    ) -> Result<()> {
+        let (d, rows) = (d.contiguous()?, rows.contiguous()?);
+        let (dg, dl) = d.storage_and_layout();
+        let (rg, rl) = rows.storage_and_layout();
+        let (candle_core::Storage::Cpu(CpuStorage::F32(dd)), candle_core::Storage::Cpu(CpuStorage::F32(rd))) =
+            (&*dg, &*rg)
+        else {
+            candle_core::bail!("accumulate_tn: f32 CPU operands expected")
+        };
+        // dᵀ (n × m) read from the (m, n) storage; rows as (m × k).
+        fn dt<T>(data: &[T], n: usize) -> MatRef<'_, T> {
+            MatRef { data, offset: 0, batch_stride: 0, row_stride: 1, col_stride: n }
+        }
+        fn rv<T>(data: &[T], k: usize) -> MatRef<'_, T> {
+            MatRef { data, offset: 0, batch_stride: 0, row_stride: k, col_stride: 1 }
+        }
+        let dims = Dims { batch: 1, m: n, n: k, k: m };
+        let (dv, rvw) =
+            (&dd[dl.start_offset()..dl.start_offset() + m * n], &rd[rl.start_offset()..rl.start_offset() + m * k]);
+        let done = if bf16 {
+            let (d16, r16) = (rounded(dense(dv, m, n), 1, m, n), rounded(dense(rvw, m, k), 1, m, k));
+            thrive_mkl::gemm_bf16_acc(dims, dt(&d16, n), rv(&r16, k), acc)
+        } else {
+            thrive_mkl::gemm_f32_acc(dims, dt(dv, n), rv(rvw, k), acc)
+        };
+        done.map_err(|e| candle_core::Error::Msg(e.to_string()))
     }
 
     pub(super) fn pack(w: &Tensor) -> Result<Option<super::Packed>> {

@@ -160,6 +160,9 @@ pub struct Gemma {
     /// the composite ops instead, which tests and `thrive check-device` compare against.
     #[doc(hidden)]
     pub manual_backward: Option<bool>,
+    /// Full fine-tuning under `--dtype bf16-mixed`: the trained weights' products (the output
+    /// matrix's included) run in bf16 against their f32 masters, as PyTorch's CPU autocast.
+    bf16_trained: bool,
 }
 
 /// Loads every tensor of a model directory (single file or sharded with an index).
@@ -244,7 +247,7 @@ impl Gemma {
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
             let p = format!("model.layers.{i}");
-            let lin = |weight: Weight| LoraLinear { weight, full: None, lora: None };
+            let lin = |weight: Weight| LoraLinear { weight, full: None, lora: None, bf16_products: false };
             layers.push(Layer {
                 q: lin(take(&format!("{p}.self_attn.q_proj.weight"), &[nh * hd, h])?),
                 k: lin(take(&format!("{p}.self_attn.k_proj.weight"), &[nkv * hd, h])?),
@@ -275,24 +278,40 @@ impl Gemma {
             device: device.clone(),
             erf_gelu,
             manual_backward: None,
+            bf16_trained: false,
         })
     }
 
     /// For full fine-tuning: every weight read in f32 and made trainable (the f32 master
     /// copies, so a generation never starts from weights rounded through bf16), computed in
     /// `dtype`.
+    /// Under `bf16-mixed` (CPU, `mkl` build) the weights stay f32 masters and every product that
+    /// reads one rounds it and its other operand to bf16, accumulating in f32 (AMX), as PyTorch's
+    /// CPU autocast does; activations, norms, attention and the loss stay f32.
     pub fn load_full(dir: &Path, precision: impl Into<Precision>, device: &Device) -> Result<Self> {
         let precision = precision.into();
-        if precision.weights != precision.compute {
-            return Err(Error::Invalid(format!(
-                "dtype {}: full fine-tuning trains every weight, so none is stored in bf16; use f32 or bf16",
-                precision.name()
-            )));
+        let mixed = precision == Precision::BF16_MIXED;
+        if precision.weights != precision.compute && !mixed {
+            return Err(Error::Invalid(format!("dtype {}: not a precision for full fine-tuning", precision.name())));
+        }
+        if mixed && !(device.is_cpu() && crate::matmul::mixed_products()) {
+            return Err(Error::Invalid("dtype bf16-mixed needs the CPU of an mkl build; use f32 or bf16 here".into()));
         }
         let mut model = Self::load(dir, DType::F32, device)?;
         model.dtype = precision.compute;
         model.make_all_trainable()?;
+        if mixed {
+            model.bf16_trained = true;
+            for (_, lin) in model.linears_mut() {
+                lin.bf16_products = true;
+            }
+        }
         Ok(model)
+    }
+
+    /// Whether the trained weights' products run in bf16 ([`Gemma::load_full`] under bf16-mixed).
+    pub(crate) fn bf16_trained(&self) -> bool {
+        self.bf16_trained
     }
 
     pub fn device(&self) -> &Device {

@@ -104,6 +104,48 @@ impl CustomOp1 for FrozenLinear {
     }
 }
 
+/// `x Wᵀ` for a trained f32 weight `w` (out, in) whose products run in bf16, as PyTorch's CPU
+/// autocast runs them (`--dtype bf16-mixed --full`): W is rounded once per call and x and the
+/// output's gradient once per product, and every product (the forward, x's gradient, W's
+/// gradient) accumulates in f32. W's gradient comes back in f32, unrounded.
+pub fn bf16_trained_linear(x: &Tensor, w: &Tensor) -> crate::Result<Tensor> {
+    let w16 = crate::matmul::round_bf16(&w.detach())?;
+    if !x.track_op() && !w.track_op() {
+        return Ok(x.broadcast_mm(&w16.t()?)?);
+    }
+    Ok(x.contiguous()?.apply_op2(w, Bf16TrainedLinear { w16 })?)
+}
+
+struct Bf16TrainedLinear {
+    /// The weight rounded to bf16, (out, in), contiguous.
+    w16: Tensor,
+}
+
+impl CustomOp2 for Bf16TrainedLinear {
+    fn name(&self) -> &'static str {
+        "bf16-trained-linear"
+    }
+
+    fn cpu_fwd(&self, x: &CpuStorage, l: &Layout, _w: &CpuStorage, _wl: &Layout) -> CResult<(CpuStorage, Shape)> {
+        FrozenLinear { w: self.w16.clone() }.cpu_fwd(x, l)
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<(Option<Tensor>, Option<Tensor>)> {
+        let (out_dim, in_dim) = self.w16.dims2()?;
+        let m = grad.elem_count() / out_dim.max(1);
+        let g16 = crate::matmul::round_bf16(&grad.reshape((m, out_dim))?)?;
+        let dx =
+            if x.track_op() { Some(crate::matmul::mm_f32_out(&g16, &self.w16)?.reshape(x.shape())?) } else { None };
+        let dw = if w.track_op() {
+            let x16 = crate::matmul::round_bf16(&x.reshape((m, in_dim))?)?;
+            Some(crate::matmul::mm_f32_out(&g16.t()?, &x16)?)
+        } else {
+            None
+        };
+        Ok((dx, dw))
+    }
+}
+
 /// Gradients of trainable tensors used inside a recomputed function but not among its inputs,
 /// summed over every recomputation of one backward pass.
 #[derive(Clone, Default)]

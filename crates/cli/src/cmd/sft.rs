@@ -151,9 +151,10 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "auto")]
     device: DeviceKind,
     /// Precision of the frozen weights and activations [default: bf16 on CUDA, f32 on the
-    /// CPU]; bf16-mixed: bf16 frozen weights with f32 activations, every frozen product on AMX
-    /// bf16 tiles (CPU, mkl build; LoRA). Trained tensors, AdamW moments and the loss are f32
-    /// in every precision.
+    /// CPU]; bf16-mixed: f32 activations with every product of a weight in bf16 on AMX tiles
+    /// (CPU, mkl build): LoRA stores the frozen weights in bf16, --full keeps f32 masters and
+    /// rounds them for each product, as PyTorch's CPU autocast. Trained tensors, AdamW moments
+    /// and the loss are f32 in every precision.
     #[arg(long, value_parser = ["f32", "bf16", "bf16-mixed"])]
     dtype: Option<String>,
 }
