@@ -104,6 +104,16 @@ fn bf16_mixed_trains_where_the_build_has_mkl() {
         serde_json::from_str(&std::fs::read_to_string(out.join("metrics.manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["config"]["dtype"], "bf16-mixed");
     assert!(out.join("adapter/adapter_model.safetensors").exists());
+
+    // Full fine-tuning: f32 masters, bf16 products; the export is the f32 model.
+    let out = tmp.path().join("mixed-full");
+    let mut args = vec!["sft", "--model", s(&m), "--pool", s(&pool), "--epochs", "3", "--out", s(&out), "--full"];
+    args.extend(["--dtype", "bf16-mixed", "--lr", "1e-3"]);
+    args.extend(&FAST[2..]);
+    assert_validation_loss_falls(&ok(&args));
+    let merged =
+        candle_core::safetensors::load(out.join("merged/model.safetensors"), &candle_core::Device::Cpu).unwrap();
+    assert!(merged.values().all(|t| t.dtype() == candle_core::DType::F32), "full fine-tuning exports its f32 masters");
 }
 
 #[test]
