@@ -439,7 +439,7 @@ unsafe fn bf16_tile(
 }
 
 /// A bf16 right-hand matrix B (k × n) stored once in MKL's internal packed format, one buffer per
-/// [`TILE_COLS`] columns, for [`gemm_bf16_packed`]. A plain product packs its B on every call,
+/// block of columns (`pack_cols`), for [`gemm_bf16_packed`]. A plain product packs its B on every call,
 /// which costs more than the product itself when A has few rows (decoding: one row a sequence),
 /// so a frozen weight that many small products read is packed once.
 ///
@@ -473,6 +473,18 @@ pub enum PackError {
 /// the same bits (crates/mkl's tests check it); this one is decoding's typical batch.
 const PACK_ROWS: c_int = 16;
 
+/// Columns of a packed matrix in one buffer (one MKL call): [`TILE_COLS`], or a quarter of that
+/// for matrices of at most 4 × [`TILE_COLS`] columns, so that a decoding step's few-row products
+/// with a layer's weights (640 to 2,048 columns for Gemma 3 270M) spread over the threads instead
+/// of running as one call on one core. It depends on the shape alone, never on the threads.
+fn pack_cols(n: usize) -> usize {
+    if n <= 4 * TILE_COLS {
+        TILE_COLS / 4
+    } else {
+        TILE_COLS
+    }
+}
+
 impl PackedBf16 {
     /// Packs B, a k × n view (a linear layer's (n, k) weight read transposed is row stride 1,
     /// column stride k), tile by tile over the threads.
@@ -482,7 +494,8 @@ impl PackedBf16 {
             int(x)?;
         }
         let bb = b.blas(1, k, n)?;
-        let tiles: Vec<(usize, usize)> = (0..n).step_by(TILE_COLS).map(|j| (j, TILE_COLS.min(n - j))).collect();
+        let cols = pack_cols(n);
+        let tiles: Vec<(usize, usize)> = (0..n).step_by(cols).map(|j| (j, cols.min(n - j))).collect();
         let tiles = tiles
             .into_par_iter()
             .map(|(j, tn)| {
@@ -768,13 +781,20 @@ mod tests {
     /// and thread count.
     #[test]
     fn packed_products_match_plain_ones_and_do_not_depend_on_the_rows() {
-        let (k, n) = (640, 2500); // three column tiles, the last one partial
+        // Ten 256-column buffers and five 1,024-column ones, the last one partial each time.
+        for (n, buffers) in [(2500, 10), (4100, 5)] {
+            packed_product_case(640, n, buffers);
+        }
+    }
+
+    fn packed_product_case(k: usize, n: usize, buffers: usize) {
         let wd = data(3 + n * k, 9);
         let wh: Vec<bf16> = wd.iter().map(|&x| bf16::from_f32(x)).collect();
         // B = Wᵀ of an (n, k) weight, as a linear layer reads it.
         let b = MatRef { data: &wh[..], offset: 3, batch_stride: 0, row_stride: 1, col_stride: k };
         let packed = PackedBf16::new(b, k, n).unwrap();
         assert_eq!(packed.dims(), (k, n));
+        assert_eq!(packed.tiles.len(), buffers, "n = {n}");
         let ad = data(3 + 600 * k, 10);
         let ah: Vec<bf16> = ad.iter().map(|&x| bf16::from_f32(x)).collect();
         let run = |m: usize, threads: usize| {
@@ -786,7 +806,7 @@ mod tests {
         let a = MatRef { data: &ah[..], offset: 3, batch_stride: 0, row_stride: k, col_stride: 1 };
         close(&all, &naive(Dims { batch: 1, m: 600, n, k }, &a, &b), "packed");
         for (m, threads) in [(1, 1), (2, 3), (16, 2), (37, 7), (600, 1)] {
-            assert_eq!(run(m, threads)[..], all[..m * n], "{m} rows at {threads} threads");
+            assert_eq!(run(m, threads)[..], all[..m * n], "n = {n}: {m} rows at {threads} threads");
         }
         // The output must fit the product.
         let err = product(5, |c| gemm_bf16_packed(1, a, &packed, c)).unwrap_err();
