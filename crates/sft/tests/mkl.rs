@@ -319,6 +319,12 @@ fn full_fine_tuning_in_bf16_mixed_stays_near_f32_with_f32_masters() {
             let before: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().copy().unwrap()).collect();
             let (loss, _, grads) = loss_and_grads(&model, &b, None, false, 1, &vars).unwrap();
             assert!(grads.iter().all(|g| g.dtype() == DType::F32), "{name}: gradients are f32");
+            // Gradient checkpointing recomputes the same products: the same gradients.
+            let (again, _, checkpointed) = loss_and_grads(&model, &b, None, true, 1, &vars).unwrap();
+            assert!((again - loss).abs() <= 1e-6 * loss.abs(), "{name}: checkpointed loss {again} vs {loss}");
+            for (i, (a, c)) in grads.iter().zip(&checkpointed).enumerate() {
+                assert_close(&format!("{name} checkpointed gradient {i}"), c, a, 1e-5);
+            }
             let mut opt =
                 AdamW::new(vars.clone(), AdamWParams { lr: 8e-6, weight_decay: 0.0, ..Default::default() }).unwrap();
             opt.step(&grads, 8e-6).unwrap();
