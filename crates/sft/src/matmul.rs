@@ -461,6 +461,9 @@ mod mkl {
         Ok(c)
     }
 
+    /// Values below which [`rounded`] stays on the calling thread.
+    const SERIAL_BELOW: usize = 1 << 16;
+
     /// The `batch` matrices of `rows × cols` that `v` reads, rounded to bf16 (to nearest, ties to
     /// even, as candle's `to_dtype`) into one contiguous buffer, row by row over the threads.
     fn rounded(v: MatRef<'_, f32>, batch: usize, rows: usize, cols: usize) -> Vec<half::bf16> {
@@ -469,7 +472,7 @@ mod mkl {
         let len = batch * rows * cols;
         // Not zeroed first: every element is written below (a logits chunk is 67 M of them).
         let mut out: Vec<half::bf16> = Vec::with_capacity(len);
-        out.spare_capacity_mut()[..len].par_chunks_mut(cols.max(1)).enumerate().for_each(|(i, row)| {
+        let round_row = |(i, row): (usize, &mut [MaybeUninit<half::bf16>])| {
             let start = v.offset + (i / rows) * v.batch_stride + (i % rows) * v.row_stride;
             let put = |(o, x): (&mut MaybeUninit<half::bf16>, f32)| {
                 o.write(half::bf16::from_f32(x));
@@ -479,7 +482,14 @@ mod mkl {
             } else {
                 row.iter_mut().zip((0..cols).map(|j| v.data[start + j * v.col_stride])).for_each(put);
             }
-        });
+        };
+        let rows_out = &mut out.spare_capacity_mut()[..len];
+        if len < SERIAL_BELOW {
+            // A decoding step's few rows: waking the other threads costs more than the work.
+            rows_out.chunks_mut(cols.max(1)).enumerate().for_each(round_row);
+        } else {
+            rows_out.par_chunks_mut(cols.max(1)).enumerate().for_each(round_row);
+        }
         // SAFETY: the rows above cover all `len` elements, each written once.
         unsafe { out.set_len(len) };
         out
