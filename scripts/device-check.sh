@@ -137,9 +137,10 @@ gpu_peak() {
   sort -n "$WORK/smi" | tail -n 1 >"$WORK/peak"
   return $rc
 }
-# step_rate LOG: median seconds a step (first excluded) and target tokens a step
+# step_rate LOG: median seconds a step (first excluded) and target tokens a step, from the step
+# lines only (the debug log's forward and backward lines carry seconds of their own)
 step_rate() {
-  grep -o 'seconds=[0-9.]*\|targets=[0-9]*' "$1" | paste -d' ' - - | python3 -c 'import sys, statistics
+  grep ' step step=' "$1" | grep -o ' seconds=[0-9.]*\| targets=[0-9]*' | paste -d' ' - - | python3 -c 'import sys, statistics
 r=[dict(kv.split("=") for kv in l.split()) for l in sys.stdin]
 s=[float(x["seconds"]) for x in r][1:] or [float(x["seconds"]) for x in r]
 print(statistics.median(s), statistics.mean(int(x["targets"]) for x in r))'
