@@ -322,7 +322,12 @@ pub fn train(
 
     let mut rng = Seeds::new(cfg.seed).stream(Stream::Training(cfg.generation));
     match &cfg.mode {
-        Mode::Lora(l) => model.add_lora(l, &mut rng)?,
+        Mode::Lora(l) => {
+            model.add_lora(l, &mut rng)?;
+            if model.pack_output_layer()? {
+                tracing::debug!("the frozen output matrix is packed for the loss");
+            }
+        }
         Mode::Full => model.make_all_trainable()?,
     }
     let (names, vars): (Vec<String>, Vec<Var>) = model.trainable().into_iter().unzip();

@@ -216,6 +216,17 @@ fn a_bf16_mixed_lora_step_stays_within_bf16_rounding_of_f32() {
         assert_eq!(g.dtype(), DType::F32);
         assert_close(&format!("adapter gradient {i}"), g, want, 5e-2);
     }
+
+    // Training packs the frozen output matrix once for the loss (`thrive sft` does it): the same
+    // loss and gradients up to the summation order of MKL's packed kernel.
+    let (mut packed, vars) = lora_model(&dir, mixed);
+    assert!(packed.pack_output_layer().unwrap(), "the bf16 output matrix was not packed");
+    let (loss_packed, _, grads_packed) = loss_and_grads(&packed, &b, None, false, 1, &vars).unwrap();
+    assert!((loss_packed - loss_mixed).abs() <= 1e-5 * loss_mixed.abs(), "packed loss {loss_packed} vs {loss_mixed}");
+    for (i, (g, want)) in grads_packed.iter().zip(&grads_mixed).enumerate() {
+        assert_close(&format!("packed: adapter gradient {i}"), g, want, 1e-4);
+    }
+    assert!(!lora_model(&dir, DType::F32.into()).0.pack_output_layer().unwrap(), "an f32 matrix is never packed");
 }
 
 /// Decoding in `bf16-mixed` (the sampler's cached path, merged LoRA) against the f32 model's full
