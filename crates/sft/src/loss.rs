@@ -203,7 +203,7 @@ impl TrainedOutput {
     /// Adds one chunk's `dᵀ · rows` (d: rows × vocab, already softmax − one-hot).
     fn add(&self, d: &Tensor, rows: &Tensor) -> Result<()> {
         let mut g = self.grad.lock().map_err(|_| crate::Error::Invalid("loss gradient poisoned".into()))?;
-        // Zeroed by the allocator's fresh pages, once per loss.
+        // Allocated, zeroed, by the first chunk of each loss.
         let acc = g.get_or_insert_with(|| vec![0f32; self.w.elem_count()]);
         Ok(crate::matmul::accumulate_tn(acc, d, rows, self.bf16)?)
     }
@@ -263,9 +263,9 @@ impl ChunkLoss {
 
     /// The summed negative log-likelihood and its gradient with respect to the rows (f32 rows
     /// on the CPU), in one pass: the logits, then one in-place pass per row that turns them into
-    /// softmax − one-hot (times the cap's slope), then that times the output matrix. A trained
-    /// output matrix also gets that's transpose times the rows added to its summed gradient.
-    /// Nothing the size of the logits outlives the call.
+    /// softmax − one-hot (times the cap's slope), then that times the output matrix. For a
+    /// trained output matrix, the transpose of that gradient times the rows is also added to the
+    /// matrix's summed gradient. Nothing the size of the logits outlives the call.
     fn fused_cpu(&self, a: &[Tensor]) -> Result<(Tensor, Tensor)> {
         let logits = match &self.trained {
             Some(out) => crate::ops::frozen_linear(&a[0], &out.w)?.to_dtype(DType::F32)?,
