@@ -530,6 +530,49 @@ mod mkl {
         }
     }
 
+    /// A contiguous buffer as consecutive `rows × cols` matrices.
+    fn dense<T>(data: &[T], rows: usize, cols: usize) -> MatRef<'_, T> {
+        MatRef { data, offset: 0, batch_stride: rows * cols, row_stride: cols, col_stride: 1 }
+    }
+
+    /// A layout as `batch` matrices of `rows × cols`, if its batch dimensions collapse to one
+    /// stride (dimensions of size 1 have no stride that matters).
+    fn view<'a, T>(data: &'a [T], l: &Layout, batch: usize, rows: usize, cols: usize) -> Option<MatRef<'a, T>> {
+        let (dims, stride) = (l.dims(), l.stride());
+        let r = dims.len();
+        if r < 2 || dims[r - 2] != rows || dims[r - 1] != cols || dims[..r - 2].iter().product::<usize>() != batch {
+            return None;
+        }
+        let batch_stride = batch_stride(dims, stride)?;
+        Some(MatRef {
+            data,
+            offset: l.start_offset(),
+            batch_stride,
+            row_stride: stride[r - 2],
+            col_stride: stride[r - 1],
+        })
+    }
+
+    /// The one stride between consecutive matrices of a (…, rows, cols) layout, if its batch
+    /// dimensions collapse to one (dimensions of size 1 have no stride that matters).
+    fn batch_stride(dims: &[usize], stride: &[usize]) -> Option<usize> {
+        let r = dims.len();
+        if r < 2 {
+            return None;
+        }
+        let mut batch_stride = 0;
+        let mut inner: Option<(usize, usize)> = None; // (size, stride) of the next batch dimension in
+        for (&size, &st) in dims[..r - 2].iter().zip(&stride[..r - 2]).rev().filter(|(&size, _)| size != 1) {
+            match inner {
+                None => batch_stride = st,
+                Some((isize, ist)) if st == isize * ist => {}
+                Some(_) => return None,
+            }
+            inner = Some((size, st));
+        }
+        Some(batch_stride)
+    }
+
     #[cfg(test)]
     mod tests {
         #[test]
@@ -573,48 +616,5 @@ mod mkl {
                 assert_eq!(super::bf16_bits(*x), got, "{b:#010x}");
             }
         }
-    }
-
-    /// A contiguous buffer as consecutive `rows × cols` matrices.
-    fn dense<T>(data: &[T], rows: usize, cols: usize) -> MatRef<'_, T> {
-        MatRef { data, offset: 0, batch_stride: rows * cols, row_stride: cols, col_stride: 1 }
-    }
-
-    /// A layout as `batch` matrices of `rows × cols`, if its batch dimensions collapse to one
-    /// stride (dimensions of size 1 have no stride that matters).
-    fn view<'a, T>(data: &'a [T], l: &Layout, batch: usize, rows: usize, cols: usize) -> Option<MatRef<'a, T>> {
-        let (dims, stride) = (l.dims(), l.stride());
-        let r = dims.len();
-        if r < 2 || dims[r - 2] != rows || dims[r - 1] != cols || dims[..r - 2].iter().product::<usize>() != batch {
-            return None;
-        }
-        let batch_stride = batch_stride(dims, stride)?;
-        Some(MatRef {
-            data,
-            offset: l.start_offset(),
-            batch_stride,
-            row_stride: stride[r - 2],
-            col_stride: stride[r - 1],
-        })
-    }
-
-    /// The one stride between consecutive matrices of a (…, rows, cols) layout, if its batch
-    /// dimensions collapse to one (dimensions of size 1 have no stride that matters).
-    fn batch_stride(dims: &[usize], stride: &[usize]) -> Option<usize> {
-        let r = dims.len();
-        if r < 2 {
-            return None;
-        }
-        let mut batch_stride = 0;
-        let mut inner: Option<(usize, usize)> = None; // (size, stride) of the next batch dimension in
-        for (&size, &st) in dims[..r - 2].iter().zip(&stride[..r - 2]).rev().filter(|(&size, _)| size != 1) {
-            match inner {
-                None => batch_stride = st,
-                Some((isize, ist)) if st == isize * ist => {}
-                Some(_) => return None,
-            }
-            inner = Some((size, st));
-        }
-        Some(batch_stride)
     }
 }
