@@ -497,7 +497,7 @@ mod mkl {
 
     /// `x` rounded to bf16's bits: to nearest, ties to even, a NaN kept a (quiet) NaN, as
     /// `half::bf16::from_f32` (tested bit for bit), but without branches, so that [`round_into`]
-    /// vectorises. candle's scalar conversion was 8 % of a short LoRA step (perf).
+    /// vectorises. The scalar conversion was 8 % of a short LoRA step (perf).
     #[inline(always)]
     fn bf16_bits(x: f32) -> u16 {
         let b = x.to_bits();
