@@ -31,8 +31,9 @@ pub struct RunConfig {
     #[serde(default = "default_device")]
     pub device: String,
     /// `f32` or `bf16` for the frozen weights and activations (default: bf16 on CUDA, f32 on
-    /// the CPU), or `bf16-mixed` (bf16 frozen weights, f32 activations; CPU, mkl build);
-    /// trained tensors are f32 either way.
+    /// the CPU), or `bf16-mixed` (f32 activations with every weight product in bf16; CPU, mkl
+    /// build; under full fine-tuning the weights stay f32 masters); trained tensors are f32
+    /// either way.
     #[serde(default)]
     pub dtype: Option<String>,
     /// Resources of the Slurm jobs of `thrive submit` (not part of what a run computes).
