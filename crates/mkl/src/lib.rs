@@ -304,24 +304,7 @@ pub fn gemm_f32(d: Dims, a: MatRef<f32>, b: MatRef<f32>, c: &mut [MaybeUninit<f3
         // SAFETY: the views were bounds-checked in `check`; the tile writes its own rows and
         // columns of C (or its own partial buffer), which no other tile touches, and MKL never
         // reads C when β = 0 (so C may start uninitialised).
-        unsafe {
-            cblas_sgemm(
-                ROW_MAJOR,
-                ba.trans,
-                bb.trans,
-                t.tm as c_int,
-                t.tn as c_int,
-                t.tk as c_int,
-                1.0,
-                a.data.as_ptr().add(a.at(t.b, t.i, t.k0)),
-                ba.ld as c_int,
-                b.data.as_ptr().add(b.at(t.b, t.k0, t.j)),
-                bb.ld as c_int,
-                0.0,
-                out,
-                ldc as c_int,
-            )
-        }
+        unsafe { f32_tile(ba, bb, &a, &b, t, out, ldc, 0.0) }
     });
     Ok(())
 }
@@ -341,24 +324,7 @@ pub fn gemm_f32_acc(d: Dims, a: MatRef<f32>, b: MatRef<f32>, c: &mut [f32]) -> R
     let (ba, bb) = check(d, &a, &b, c.len())?;
     for_each_acc_tile(d, c, |t, out| {
         // SAFETY: as in `gemm_f32`; with β = 1 MKL reads this tile's C, which is initialised.
-        unsafe {
-            cblas_sgemm(
-                ROW_MAJOR,
-                ba.trans,
-                bb.trans,
-                t.tm as c_int,
-                t.tn as c_int,
-                t.tk as c_int,
-                1.0,
-                a.data.as_ptr().add(a.at(t.b, t.i, t.k0)),
-                ba.ld as c_int,
-                b.data.as_ptr().add(b.at(t.b, t.k0, t.j)),
-                bb.ld as c_int,
-                1.0,
-                out,
-                d.n as c_int,
-            )
-        }
+        unsafe { f32_tile(ba, bb, &a, &b, t, out, d.n, 1.0) }
     });
     Ok(())
 }
@@ -406,6 +372,27 @@ pub fn gemm_bf16_to_bf16(d: Dims, a: MatRef<bf16>, b: MatRef<bf16>, c: &mut [May
 
 fn out_offset(d: Dims, t: Tile) -> usize {
     (t.b * d.m + t.i) * d.n + t.j
+}
+
+/// One tile of an f32 product: C = A · B + β C.
+#[allow(clippy::too_many_arguments)]
+unsafe fn f32_tile(ba: Blas, bb: Blas, a: &MatRef<f32>, b: &MatRef<f32>, t: Tile, c: *mut f32, ldc: usize, beta: f32) {
+    cblas_sgemm(
+        ROW_MAJOR,
+        ba.trans,
+        bb.trans,
+        t.tm as c_int,
+        t.tn as c_int,
+        t.tk as c_int,
+        1.0,
+        a.data.as_ptr().add(a.at(t.b, t.i, t.k0)),
+        ba.ld as c_int,
+        b.data.as_ptr().add(b.at(t.b, t.k0, t.j)),
+        bb.ld as c_int,
+        beta,
+        c,
+        ldc as c_int,
+    )
 }
 
 /// One tile of a bf16 product: C = A · B + β C.
