@@ -102,6 +102,46 @@ pub struct FileLock {
 /// microseconds; only a process killed in between leaves one).
 const BREAKER_STALE: Duration = Duration::from_secs(30);
 
+/// How old an empty lock file must be before it counts as stale. Since locks are published whole
+/// (see [`publish`]), only an older thrive, or a file system without hard links, ever shows an
+/// empty one, and only for the microseconds between creating and writing it.
+const EMPTY_STALE: Duration = Duration::from_secs(5);
+
+fn older_than(path: &Path, age: Duration) -> bool {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|a| a > age)
+}
+
+/// Tries once to create the lock at `path` holding this process's name. The name is written to a
+/// private file first and hard-linked into place (atomic, and safe on NFS), so that a process
+/// killed at any instant leaves either no lock or one that names it, never an empty one. Where
+/// the file system has no hard links, falls back to create-then-write. Returns whether it took
+/// the lock.
+fn publish(path: &Path) -> Result<bool> {
+    let me = Owner::me();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let private = path.with_file_name(format!(".{name}.{}.{}", me.pid, host_name()));
+    std::fs::write(&private, me.to_text()).map_err(|e| Error::io(&private, e))?;
+    let linked = std::fs::hard_link(&private, path);
+    let _ = std::fs::remove_file(&private);
+    match linked {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(_) => match std::fs::OpenOptions::new().write(true).create_new(true).open(path) {
+            Ok(mut f) => {
+                f.write_all(me.to_text().as_bytes()).map_err(|e| Error::io(path, e))?;
+                let _ = f.sync_all();
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(Error::io(path, e)),
+        },
+    }
+}
+
 impl FileLock {
     /// Takes the lock at `path` (created with O_EXCL), waiting up to `wait` while another
     /// process holds it. A lock whose owner is gone is taken over; one held by a live process,
@@ -110,21 +150,22 @@ impl FileLock {
         let started = Instant::now();
         let mut pause = Duration::from_millis(2);
         loop {
-            match std::fs::OpenOptions::new().write(true).create_new(true).open(path) {
-                Ok(mut f) => {
-                    f.write_all(Owner::me().to_text().as_bytes()).map_err(|e| Error::io(path, e))?;
-                    let _ = f.sync_all();
-                    return Ok(FileLock { path: path.to_path_buf() });
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(Error::io(path, e)),
+            if publish(path)? {
+                return Ok(FileLock { path: path.to_path_buf() });
             }
-            // Held. An empty or half-written file is a lock being created right now.
+            // Held. An empty file is either a lock being written by an older thrive right now
+            // (it created the file, then wrote its owner) or one whose writer was killed in
+            // between, which nobody could ever name: that one is stale once it is old.
             let text = std::fs::read_to_string(path).unwrap_or_default();
             let owner = Owner::parse(&text);
-            if let Some(owner) = owner.as_ref().filter(|o| o.is_gone()) {
+            let gone = match &owner {
+                Some(o) => o.is_gone(),
+                None => text.trim().is_empty() && older_than(path, EMPTY_STALE),
+            };
+            if gone {
                 if break_stale(path, &text)? {
-                    tracing::warn!("{}: took over a lock left by {owner}, which is gone", path.display());
+                    let who = owner.as_ref().map_or("a process that never wrote its name".into(), |o| o.to_string());
+                    tracing::warn!("{}: took over a lock left by {who}, which is gone", path.display());
                 }
                 continue;
             }
@@ -171,12 +212,7 @@ fn break_stale(path: &Path, seen: &str) -> Result<bool> {
             Ok(still)
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let old = std::fs::metadata(&breaker)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age > BREAKER_STALE);
-            if old {
+            if older_than(&breaker, BREAKER_STALE) {
                 let _ = std::fs::remove_file(&breaker);
             } else {
                 std::thread::sleep(Duration::from_millis(1));
@@ -223,5 +259,22 @@ mod tests {
         let err = FileLock::acquire(&path, Duration::from_millis(20)).unwrap_err().to_string();
         assert!(err.contains("node-elsewhere"), "{err}");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "4000000000 node-elsewhere\n");
+    }
+
+    #[test]
+    fn an_empty_lock_is_waited_for_while_fresh_and_taken_over_once_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("results.lock");
+        // A writer killed between creating the file and naming itself.
+        std::fs::write(&path, "").unwrap();
+        let err = FileLock::acquire(&path, Duration::from_millis(20)).unwrap_err().to_string();
+        assert!(err.contains("another process"), "{err}");
+        let old = std::time::SystemTime::now() - EMPTY_STALE - Duration::from_secs(1);
+        std::fs::File::options().write(true).open(&path).unwrap().set_modified(old).unwrap();
+        let held = FileLock::acquire(&path, Duration::ZERO).unwrap();
+        assert_eq!(Owner::parse(&std::fs::read_to_string(&path).unwrap()), Some(Owner::me()));
+        drop(held);
+        // Publishing leaves no private file behind.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }
