@@ -108,11 +108,7 @@ const BREAKER_STALE: Duration = Duration::from_secs(30);
 const EMPTY_STALE: Duration = Duration::from_secs(5);
 
 fn older_than(path: &Path, age: Duration) -> bool {
-    std::fs::metadata(path)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.elapsed().ok())
-        .is_some_and(|a| a > age)
+    std::fs::metadata(path).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).is_some_and(|a| a > age)
 }
 
 /// Tries once to create the lock at `path` holding this process's name. The name is written to a

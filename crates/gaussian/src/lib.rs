@@ -4,9 +4,11 @@
 //! N(0, σ²I_d); each generation fits the sample mean and the
 //! maximum-likelihood covariance (1/N) and samples n points from the fit.
 //!
-//! - Sampling goes through a symmetric eigendecomposition Σ̂ = U Λ Uᵀ
-//!   (X = Z Λ^½ Uᵀ + μ̂), never Cholesky, because Σ̂ is singular whenever the
-//!   fit has at most d points and becomes numerically singular under Replace.
+//! - Sampling goes through a square root R of Σ̂ (X = Z Rᵀ + μ̂): by default the
+//!   Cholesky factor, and the symmetric eigendecomposition Σ̂ = U Λ Uᵀ (R = U Λ^½)
+//!   wherever Cholesky fails, because Σ̂ is singular whenever the fit has at most
+//!   d points and becomes numerically singular under Replace. `--root eigen` uses
+//!   the eigendecomposition always. Any square root gives the same distribution.
 //! - The cost of a generation does not grow with the pool: pools keep
 //!   (count, mean, M2 = Σ(x−mean)(x−mean)ᵀ) and merge each new batch with
 //!   Chan et al.'s pairwise update, which stays exact when the covariance
@@ -27,6 +29,7 @@
 
 mod moments;
 mod setting;
+pub mod spectrum;
 mod value;
 
 pub use moments::Moments;

@@ -46,25 +46,38 @@ fn keeping_real_data_stops_replace_collapse() {
 
 #[test]
 fn eigenvalue_tails_bracket_the_trace() {
-    let g = Gaussian::new(4, 2.0).unwrap();
-    for w in Workflow::ALL {
-        let m = run_chain(&g, &ChainConfig::paper(w, 12, 10), &Seeds::new(1)).unwrap();
+    use thrive_gaussian::Root;
+    for root in [Root::Cholesky, Root::Eigen] {
+        let g = Gaussian { root, ..Gaussian::new(4, 2.0).unwrap() };
+        for w in Workflow::ALL {
+            let m = run_chain(&g, &ChainConfig::paper(w, 12, 10), &Seeds::new(1)).unwrap();
+            for row in m.chunks(METRICS.len()) {
+                let (lo, tr, hi) = (row[col("min_eigen_ratio")], row[col("trace_ratio")], row[col("max_eigen_ratio")]);
+                assert!(lo > 0.0 && lo <= tr * (1.0 + 1e-12) && tr <= hi * (1.0 + 1e-12), "{root:?}: {lo} {tr} {hi}");
+            }
+        }
+        // In one dimension both are the fitted variance over σ².
+        let g = Gaussian { root, ..Gaussian::new(1, 2.0).unwrap() };
+        let m = run_chain(&g, &ChainConfig::paper(Workflow::Replace, 10, 5), &Seeds::new(0)).unwrap();
         for row in m.chunks(METRICS.len()) {
-            let (lo, tr, hi) = (row[col("min_eigen_ratio")], row[col("trace_ratio")], row[col("max_eigen_ratio")]);
-            assert!(lo > 0.0 && lo <= tr * (1.0 + 1e-12) && tr <= hi * (1.0 + 1e-12), "{lo} {tr} {hi}");
+            let v = row[col("fit_variance")] / 2.0;
+            assert!((row[col("min_eigen_ratio")] - v).abs() < 1e-12 && (row[col("max_eigen_ratio")] - v).abs() < 1e-12);
         }
     }
-    // In one dimension both are the fitted variance over σ².
-    let g = Gaussian::new(1, 2.0).unwrap();
-    let m = run_chain(&g, &ChainConfig::paper(Workflow::Replace, 10, 5), &Seeds::new(0)).unwrap();
-    for row in m.chunks(METRICS.len()) {
-        let v = row[col("fit_variance")] / 2.0;
-        assert!((row[col("min_eigen_ratio")] - v).abs() < 1e-12 && (row[col("max_eigen_ratio")] - v).abs() < 1e-12);
+    // Generation 1 fits the same real data under both roots: the Cholesky root's two-ended
+    // search gives the full eigendecomposition's ends.
+    let chol = Gaussian::new(30, 1.5).unwrap();
+    assert_eq!(chol.root, Root::Cholesky, "the default root");
+    let eigen = Gaussian { root: Root::Eigen, ..chol };
+    for seed in 0..5 {
+        let cfg = ChainConfig::paper(Workflow::Accumulate, 200, 1);
+        let (a, b) =
+            (run_chain(&chol, &cfg, &Seeds::new(seed)).unwrap(), run_chain(&eigen, &cfg, &Seeds::new(seed)).unwrap());
+        for name in ["min_eigen_ratio", "max_eigen_ratio"] {
+            let (x, y) = (a[col(name)], b[col(name)]);
+            assert!((x - y).abs() <= 1e-12 * b[col("max_eigen_ratio")], "{name}: {x} vs {y}");
+        }
     }
-    // The Cholesky root computes no eigenvalues: the tails are NaN, the other metrics defined.
-    let g = Gaussian { root: thrive_gaussian::Root::Cholesky, ..Gaussian::new(3, 1.0).unwrap() };
-    let m = run_chain(&g, &ChainConfig::paper(Workflow::Accumulate, 20, 3), &Seeds::new(0)).unwrap();
-    assert!(m.chunks(METRICS.len()).all(|r| r[col("min_eigen_ratio")].is_nan() && r[col("trace_ratio")] > 0.0));
 }
 
 #[test]
