@@ -527,7 +527,7 @@ pub fn gemm_bf16_packed(m: usize, a: MatRef<bf16>, b: &PackedBf16, c: &mut [Mayb
     if c.len() != m * b.n {
         return Err(Error::Output(c.len(), m * b.n));
     }
-    let ba = a.blas(1, m, b.k)?;
+    a.blas(1, m, b.k)?;
     if m == 0 {
         return Ok(());
     }
@@ -535,6 +535,28 @@ pub fn gemm_bf16_packed(m: usize, a: MatRef<bf16>, b: &PackedBf16, c: &mut [Mayb
         c.fill(MaybeUninit::new(0.0));
         return Ok(());
     }
+    if m == 1 {
+        // Without AMX, MKL sends a one-row product down a vector path that sums in another order
+        // than its kernel for two rows or more: the row goes in twice and one copy comes back.
+        // On the memory-bound one-row product the second row costs next to nothing.
+        let row: Vec<bf16> = (0..b.k).map(|p| a.data[a.at(0, 0, p)]).collect();
+        let twice = [row.as_slice(), row.as_slice()].concat();
+        let a2 = MatRef { data: &twice[..], offset: 0, batch_stride: 0, row_stride: b.k, col_stride: 1 };
+        let mut out = Vec::with_capacity(2 * b.n);
+        packed_rows(2, a2, b, &mut out.spare_capacity_mut()[..2 * b.n])?;
+        // SAFETY: `packed_rows` wrote all 2 × n outputs.
+        unsafe { out.set_len(2 * b.n) };
+        for (dst, &src) in c.iter_mut().zip(&out[..b.n]) {
+            dst.write(src);
+        }
+        return Ok(());
+    }
+    packed_rows(m, a, b, c)
+}
+
+/// [`gemm_bf16_packed`] for m ≥ 2 rows, checked by the caller.
+fn packed_rows(m: usize, a: MatRef<bf16>, b: &PackedBf16, c: &mut [MaybeUninit<f32>]) -> Result<(), Error> {
+    let ba = a.blas(1, m, b.k)?;
     let out = OutPtr(c.as_mut_ptr().cast::<f32>());
     let work: Vec<(usize, usize)> =
         (0..m).step_by(TILE_ROWS).flat_map(|i| (0..b.tiles.len()).map(move |t| (i, t))).collect();
