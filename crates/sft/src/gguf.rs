@@ -161,10 +161,10 @@ pub(crate) fn read_quantized(path: &Path, device: &Device) -> Result<(GemmaConfi
             .map_err(|e| Error::bad_model(path, format!("tensor `{name}`: {e}")))?;
         let dense = matches!(q.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16);
         if q.dtype() == GgmlDType::Q5_0 && device.is_cpu() {
-            return Ok(Weight::Quantized(Arc::new(q5_0_as_q8_0(&q)?)));
+            return Weight::from_qtensor(q5_0_as_q8_0(&q)?);
         }
         if !(norm || dense) {
-            return Ok(Weight::Quantized(Arc::new(q)));
+            return if device.is_cpu() { Weight::from_qtensor(q) } else { Ok(Weight::Quantized(Arc::new(q))) };
         }
         let t = q.dequantize(device).map_err(|e| Error::bad_model(path, format!("dequantizing `{name}`: {e}")))?;
         Ok(Weight::Dense(if norm { (t - 1.0)? } else { t }))

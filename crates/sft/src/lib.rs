@@ -27,6 +27,7 @@ pub mod matmul;
 mod model;
 mod ops;
 mod optim;
+mod q8;
 mod settings;
 mod train;
 mod weights;

@@ -4,6 +4,7 @@ use crate::matmul::{Mm, Packed};
 use crate::ops::{bf16_trained_linear, frozen_linear, lora_linear};
 use crate::{Error, Result};
 use candle_core::quantized::QTensor;
+use crate::q8::Q8Matrix;
 use candle_core::{DType, Device, Tensor, Var};
 use rand::Rng as _;
 use std::sync::Arc;
@@ -65,6 +66,9 @@ pub enum Weight {
     /// Multiplied by candle's quantized matmul, which quantizes the input too (to q8_0 or q8_K,
     /// the block type's partner) and reads 4.5 to 8.5 bits a weight.
     Quantized(Arc<QTensor>),
+    /// Q8_0 blocks regrouped for our own SIMD kernels ([`Q8Matrix`]): the same values and
+    /// bytes, multiplied by a VNNI or AVX2 kernel whatever the inner width.
+    Q8(Arc<Q8Matrix>),
     /// A dense weight also packed for decoding's small products ([`Packed`]): inference without
     /// gradients takes the packed copy, anything else the dense one.
     Packed {
@@ -78,10 +82,10 @@ impl Weight {
     pub fn dense(&self) -> Result<&Tensor> {
         match self {
             Weight::Dense(t) | Weight::Packed { dense: t, .. } => Ok(t),
-            Weight::Quantized(q) => Err(Error::Invalid(format!(
-                "a quantized ({:?}) weight can only be used for decoding (training, merging and export need the \
+            Weight::Quantized(_) | Weight::Q8(_) => Err(Error::Invalid(format!(
+                "a quantized ({}) weight can only be used for decoding (training, merging and export need the \
                  dense weights: load the model with --dtype f32 or bf16)",
-                q.dtype()
+                self.quantized_kind().unwrap_or_default()
             ))),
         }
     }
@@ -91,6 +95,7 @@ impl Weight {
         Ok(match self {
             Weight::Dense(t) | Weight::Packed { dense: t, .. } => t.dims2()?,
             Weight::Quantized(q) => q.shape().dims2()?,
+            Weight::Q8(q) => q.dims(),
         })
     }
 
@@ -101,6 +106,7 @@ impl Weight {
             Weight::Packed { dense, .. } if x.track_op() => frozen_linear(x, dense),
             Weight::Packed { packed, .. } => Ok(packed.linear(x)?),
             Weight::Quantized(q) => Ok(x.contiguous()?.apply_op1_no_bwd(q.as_ref())?),
+            Weight::Q8(q) => q.matmul(x),
         }
     }
 
@@ -109,11 +115,30 @@ impl Weight {
         match self {
             Weight::Dense(w) | Weight::Packed { dense: w, .. } => Ok(w.embedding(ids)?),
             Weight::Quantized(q) => Ok(q.embedding(ids)?),
+            Weight::Q8(q) => q.rows(ids),
         }
     }
 
     pub fn is_quantized(&self) -> bool {
-        matches!(self, Weight::Quantized(_))
+        matches!(self, Weight::Quantized(_) | Weight::Q8(_))
+    }
+
+    /// The block type of a quantized weight ("Q8_0", "Q4K", ...), `None` for dense ones.
+    pub fn quantized_kind(&self) -> Option<String> {
+        match self {
+            Weight::Quantized(q) => Some(format!("{:?}", q.dtype())),
+            Weight::Q8(_) => Some("Q8_0".into()),
+            _ => None,
+        }
+    }
+
+    /// A quantized weight for decoding on the CPU: Q8_0 blocks go to our own kernels
+    /// ([`Q8Matrix`]), other block types to candle's.
+    pub fn from_qtensor(q: QTensor) -> Result<Weight> {
+        Ok(match Q8Matrix::from_qtensor(&q)? {
+            Some(m) => Weight::Q8(Arc::new(m)),
+            None => Weight::Quantized(Arc::new(q)),
+        })
     }
 
     /// This weight with a packed copy for decoding, where the build and the weight allow one

@@ -228,6 +228,7 @@ impl Gemma {
                 .ok_or_else(|| Error::bad_model(files, format!("missing tensor `{name}`")))?;
             let dims = match &t {
                 Weight::Quantized(q) => q.shape().dims().to_vec(),
+                Weight::Q8(q) => vec![q.dims().0, q.dims().1],
                 dense => dense.dense()?.dims().to_vec(),
             };
             if dims != shape {
@@ -337,7 +338,12 @@ impl Gemma {
         }
         let fits = |w: &Weight| -> Result<bool> { Ok(w.dims2()?.1 % kind.block_size() == 0) };
         let quantize = |w: &Weight| -> Result<Weight> {
-            Ok(Weight::Quantized(Arc::new(QTensor::quantize(&w.dense()?.to_dtype(DType::F32)?, kind)?)))
+            let q = QTensor::quantize(&w.dense()?.to_dtype(DType::F32)?, kind)?;
+            if q.device().is_cpu() {
+                Weight::from_qtensor(q)
+            } else {
+                Ok(Weight::Quantized(Arc::new(q)))
+            }
         };
         for (_, lin) in self.linears_mut() {
             if lin.full.is_none() && !lin.weight.is_quantized() && fits(&lin.weight)? {
