@@ -26,8 +26,6 @@ const BLOCK: usize = 32;
 const ROWS: usize = 16;
 /// Bytes of one tile's block: 8 groups × 16 rows × 4 weights.
 const TILE_BLOCK: usize = BLOCK * ROWS;
-/// Tiles a parallel task takes at least (about 40 KB of weights at k = 640).
-const MIN_TILES_PER_TASK: usize = 4;
 
 /// 64 bytes on a 64-byte boundary, so that a 512-bit load never splits a cache line.
 #[derive(Clone, Copy)]
@@ -164,14 +162,18 @@ impl Q8Matrix {
         let m = x.len() / self.k;
         let rows: Vec<QuantizedRow> = x.chunks_exact(self.k).map(QuantizedRow::new).collect();
         let (n, tiles) = (self.n, self.n.div_ceil(ROWS));
-        let kernel = Kernel::detect();
         // Tile-major results: out[t][i][r] is input row i by weight row 16t + r.
         let mut out = vec![0f32; tiles * m * ROWS];
-        out.par_chunks_mut(m * ROWS).with_min_len(MIN_TILES_PER_TASK).enumerate().for_each(|(t, out)| {
-            let (tile, scales) = (self.tile(t), &self.scales[t * self.kb() * ROWS..][..self.kb() * ROWS]);
-            for (row, acc) in rows.iter().zip(out.chunks_exact_mut(ROWS)) {
-                kernel.tile(tile, scales, row, acc.try_into().expect("16 lanes"));
-            }
+        let out_at = SharedOut(out.as_mut_ptr());
+        // candle's own pool, which its quantized products (the k-quant layers between ours) use:
+        // one pool keeps its spinning workers from taking the cores from a second one, and the
+        // calling thread works too.
+        candle_core::utils::barrier_pool().execute_chunked(tiles, |range| {
+            let len = range.len() * m * ROWS;
+            // SAFETY: each range of tiles owns out[start · m · 16 .. end · m · 16], which no
+            // other range touches, and `out` outlives the call.
+            let out = unsafe { std::slice::from_raw_parts_mut(out_at.at(range.start * m * ROWS), len) };
+            self.tiles_into(&rows, range, out);
         });
         let mut y = vec![0f32; m * n];
         for (t, block) in out.chunks_exact(m * ROWS).enumerate() {
@@ -181,6 +183,18 @@ impl Q8Matrix {
             }
         }
         y
+    }
+
+    /// Tiles `range` of the product with `rows`, tile-major into `out`.
+    fn tiles_into(&self, rows: &[QuantizedRow], range: std::ops::Range<usize>, out: &mut [f32]) {
+        let kernel = Kernel::detect();
+        let kb = self.kb();
+        for (t, out) in range.zip(out.chunks_exact_mut(rows.len() * ROWS)) {
+            let (tile, scales) = (self.tile(t), &self.scales[t * kb * ROWS..][..kb * ROWS]);
+            for (row, acc) in rows.iter().zip(out.chunks_exact_mut(ROWS)) {
+                kernel.tile(tile, scales, row, acc.try_into().expect("16 lanes"));
+            }
+        }
     }
 
     /// Rows `ids` dequantized (an embedding lookup): each value is quant × scale in f32, as
@@ -207,6 +221,21 @@ impl Q8Matrix {
         let mut dims = shape;
         dims.push(self.k);
         Ok(Tensor::from_vec(out, dims, &Device::Cpu)?)
+    }
+}
+
+/// The output buffer, shared by the pool's workers, which write disjoint ranges of it.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: see `matmul_rows`: every worker writes only its own tiles' range.
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// The pointer `offset` floats in. A method, so that closures capture the whole wrapper.
+    fn at(self, offset: usize) -> *mut f32 {
+        // SAFETY: callers stay within the buffer.
+        unsafe { self.0.add(offset) }
     }
 }
 
@@ -439,8 +468,17 @@ mod tests {
             let one = q.matmul_rows(&x[i * k..(i + 1) * k]);
             assert_eq!(one, all[i * n..(i + 1) * n]);
         }
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
-        assert_eq!(pool.install(|| q.matmul_rows(&x)), all);
+        // Tile by tile from the last one, as one thread of many might take them.
+        let rows: Vec<QuantizedRow> = x.chunks_exact(k).map(QuantizedRow::new).collect();
+        let tiles = n.div_ceil(ROWS);
+        let mut out = vec![0f32; tiles * 9 * ROWS];
+        for t in (0..tiles).rev() {
+            q.tiles_into(&rows, t..t + 1, &mut out[t * 9 * ROWS..(t + 1) * 9 * ROWS]);
+        }
+        for (i, want) in all.chunks_exact(n).enumerate() {
+            let got: Vec<f32> = (0..n).map(|c| out[(c / ROWS) * 9 * ROWS + i * ROWS + c % ROWS]).collect();
+            assert_eq!(got, want);
+        }
     }
 
     #[test]
