@@ -15,7 +15,7 @@ impl Points {
         if dim == 0 {
             return Err(Error::invalid("dimension", "must be at least 1"));
         }
-        if data.len() % dim != 0 {
+        if !data.len().is_multiple_of(dim) {
             return Err(Error::invalid("points", format!("{} values do not make rows of dimension {dim}", data.len())));
         }
         Ok(Points { dim, data })

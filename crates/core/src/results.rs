@@ -159,7 +159,7 @@ impl ResultsTable {
     /// Adds a run; its parameters must match the first run's names and types.
     pub fn push(&mut self, run: RunRecord) -> Result<()> {
         let m = self.metric_names.len();
-        if m == 0 || run.metrics.len() % m != 0 {
+        if m == 0 || !run.metrics.len().is_multiple_of(m) {
             return Err(Error::Setting(format!("{} metric values do not fit {m} metrics", run.metrics.len())));
         }
         if let Some(first) = self.runs.first() {

@@ -93,10 +93,10 @@ impl GemmaConfig {
         if self.use_bidirectional_attention == Some(true) {
             return Err("use_bidirectional_attention: not a causal language model".into());
         }
-        if self.num_attention_heads % self.num_key_value_heads.max(1) != 0 {
+        if !self.num_attention_heads.is_multiple_of(self.num_key_value_heads.max(1)) {
             return Err("num_attention_heads must be a multiple of num_key_value_heads".into());
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return Err("head_dim must be even for rotary embeddings".into());
         }
         if !matches!(self.hidden_activation.as_str(), "gelu_pytorch_tanh" | "gelu_new" | "gelu") {
@@ -132,8 +132,8 @@ impl GemmaConfig {
     pub fn is_sliding(&self, i: usize) -> bool {
         match &self.layer_types {
             Some(t) => t[i] == "sliding_attention",
-            None if self.is_gemma3() => (i + 1) % self.sliding_window_pattern.unwrap_or(6).max(1) != 0,
-            None => i % 2 == 0,
+            None if self.is_gemma3() => !(i + 1).is_multiple_of(self.sliding_window_pattern.unwrap_or(6).max(1)),
+            None => i.is_multiple_of(2),
         }
     }
 

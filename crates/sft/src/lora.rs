@@ -2,9 +2,9 @@
 
 use crate::matmul::{Mm, Packed};
 use crate::ops::{bf16_trained_linear, frozen_linear, lora_linear};
+use crate::q8::Q8Matrix;
 use crate::{Error, Result};
 use candle_core::quantized::QTensor;
-use crate::q8::Q8Matrix;
 use candle_core::{DType, Device, Tensor, Var};
 use rand::Rng as _;
 use std::sync::Arc;

@@ -92,7 +92,7 @@ impl Q8Matrix {
 
     /// From ggml's Q8_0 blocks (an f16 scale and 32 i8 quants each), row-major.
     pub fn from_blocks(n: usize, k: usize, data: &[u8]) -> Result<Self> {
-        if k % BLOCK != 0 || data.len() != n * (k / BLOCK) * 34 {
+        if !k.is_multiple_of(BLOCK) || data.len() != n * (k / BLOCK) * 34 {
             return Err(Error::Invalid(format!(
                 "Q8_0 matrix {n} × {k}: expected {} bytes of 34-byte blocks, got {}",
                 n * k.div_ceil(BLOCK) * 34,
@@ -411,8 +411,7 @@ mod tests {
                 for b in 0..kb {
                     let block = &data[(row * kb + b) * 34..][..34];
                     let dw = f16::from_le_bytes([block[0], block[1]]).to_f64();
-                    let dot: i64 =
-                        (0..BLOCK).map(|j| block[2 + j] as i8 as i64 * q.qs[b * BLOCK + j] as i64).sum();
+                    let dot: i64 = (0..BLOCK).map(|j| block[2 + j] as i8 as i64 * q.qs[b * BLOCK + j] as i64).sum();
                     s += dw * q.d[b] as f64 * dot as f64;
                 }
                 y.push(s);
@@ -486,9 +485,12 @@ mod tests {
         let (n, k) = (40, 64);
         let data = blocks(n, k, 2);
         let q = Q8Matrix::from_blocks(n, k, &data).unwrap();
-        let storage =
-            candle_core::quantized::QStorage::from_data(std::borrow::Cow::Borrowed(&data), &Device::Cpu, GgmlDType::Q8_0)
-                .unwrap();
+        let storage = candle_core::quantized::QStorage::from_data(
+            std::borrow::Cow::Borrowed(&data),
+            &Device::Cpu,
+            GgmlDType::Q8_0,
+        )
+        .unwrap();
         let qt = QTensor::new(storage, (n, k)).unwrap();
         let ids = Tensor::new(&[0u32, 17, 39, 16], &Device::Cpu).unwrap();
         let got = q.rows(&ids).unwrap().to_vec2::<f32>().unwrap();
