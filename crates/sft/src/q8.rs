@@ -92,9 +92,10 @@ impl Q8Matrix {
 
     /// From ggml's Q8_0 blocks (an f16 scale and 32 i8 quants each), row-major.
     pub fn from_blocks(n: usize, k: usize, data: &[u8]) -> Result<Self> {
-        if !k.is_multiple_of(BLOCK) || data.len() != n * (k / BLOCK) * 34 {
+        if k == 0 || !k.is_multiple_of(BLOCK) || data.len() != n * (k / BLOCK) * 34 {
             return Err(Error::Invalid(format!(
-                "Q8_0 matrix {n} × {k}: expected {} bytes of 34-byte blocks, got {}",
+                "Q8_0 matrix {n} × {k}: expected a width of whole 32-weight blocks and {} bytes of 34-byte \
+                 blocks, got {}",
                 n * k.div_ceil(BLOCK) * 34,
                 data.len()
             )));
@@ -160,6 +161,9 @@ impl Q8Matrix {
     /// `x Wᵀ` for m = x.len() / k rows of x, row-major.
     pub fn matmul_rows(&self, x: &[f32]) -> Vec<f32> {
         let m = x.len() / self.k;
+        if m == 0 {
+            return Vec::new();
+        }
         let rows: Vec<QuantizedRow> = x.chunks_exact(self.k).map(QuantizedRow::new).collect();
         let (n, tiles) = (self.n, self.n.div_ceil(ROWS));
         // Tile-major results: out[t][i][r] is input row i by weight row 16t + r.
@@ -498,5 +502,13 @@ mod tests {
         assert_eq!(got, want);
         assert!(q.rows(&Tensor::new(&[40u32], &Device::Cpu).unwrap()).is_err());
         assert!(Q8Matrix::from_blocks(n, k, &data[1..]).is_err());
+        assert!(Q8Matrix::from_blocks(n, 48, &data).is_err());
+        assert!(Q8Matrix::from_blocks(n, 0, &[]).is_err());
+        assert!(q.matmul_rows(&[]).is_empty());
+        assert!(q.matmul(&Tensor::zeros((2, 63), candle_core::DType::F32, &Device::Cpu).unwrap()).is_err());
+        assert_eq!(
+            q.matmul(&Tensor::zeros((0, 64), candle_core::DType::F32, &Device::Cpu).unwrap()).unwrap().dims(),
+            [0, n]
+        );
     }
 }
