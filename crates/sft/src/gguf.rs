@@ -18,7 +18,6 @@ use candle_core::{Device, Tensor};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// llama.cpp tensor name (after `blk.N.`) → transformers name (after `model.layers.N.`), and
 /// whether it is a norm stored as w + 1.
@@ -164,7 +163,7 @@ pub(crate) fn read_quantized(path: &Path, device: &Device) -> Result<(GemmaConfi
             return Weight::from_qtensor(q5_0_as_q8_0(&q)?);
         }
         if !(norm || dense) {
-            return if device.is_cpu() { Weight::from_qtensor(q) } else { Ok(Weight::Quantized(Arc::new(q))) };
+            return Weight::from_qtensor(q);
         }
         let t = q.dequantize(device).map_err(|e| Error::bad_model(path, format!("dequantizing `{name}`: {e}")))?;
         Ok(Weight::Dense(if norm { (t - 1.0)? } else { t }))

@@ -132,9 +132,12 @@ impl Weight {
         }
     }
 
-    /// A quantized weight for decoding on the CPU: Q8_0 blocks go to our own kernels
-    /// ([`Q8Matrix`]), other block types to candle's.
+    /// A quantized weight for decoding: Q8_0 blocks on the CPU go to our own kernels
+    /// ([`Q8Matrix`]), other block types and devices to candle's.
     pub fn from_qtensor(q: QTensor) -> Result<Weight> {
+        if !q.device().is_cpu() {
+            return Ok(Weight::Quantized(Arc::new(q)));
+        }
         Ok(match Q8Matrix::from_qtensor(&q)? {
             Some(m) => Weight::Q8(Arc::new(m)),
             None => Weight::Quantized(Arc::new(q)),

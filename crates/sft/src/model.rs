@@ -338,12 +338,7 @@ impl Gemma {
         }
         let fits = |w: &Weight| -> Result<bool> { Ok(w.dims2()?.1 % kind.block_size() == 0) };
         let quantize = |w: &Weight| -> Result<Weight> {
-            let q = QTensor::quantize(&w.dense()?.to_dtype(DType::F32)?, kind)?;
-            if q.device().is_cpu() {
-                Weight::from_qtensor(q)
-            } else {
-                Ok(Weight::Quantized(Arc::new(q)))
-            }
+            Weight::from_qtensor(QTensor::quantize(&w.dense()?.to_dtype(DType::F32)?, kind)?)
         };
         for (_, lin) in self.linears_mut() {
             if lin.full.is_none() && !lin.weight.is_quantized() && fits(&lin.weight)? {
