@@ -13,6 +13,9 @@
 //! blocks is `acc = fma(d_w · d_x, dot, acc)` in block order, in every kernel (AVX-512 VNNI,
 //! AVX2 and the portable loop give the same bits). An output depends on its own row of weights
 //! and input only: the same bits at any thread count and batch size.
+//!
+//! `THRIVE_Q8_KERNEL=avx512|avx2|portable` picks a kernel below the best one the CPU has (to run
+//! another CPU's path, as CI does for MKL with `MKL_ENABLE_INSTRUCTIONS`).
 
 use crate::error::{Error, Result};
 use candle_core::quantized::{GgmlDType, QTensor};
