@@ -8,7 +8,7 @@
 #        scripts/build-cuda.sh --check   only lints the workspace with the `cuda` feature (clippy,
 #                                        -D warnings): what keeps the CUDA path from rotting. CI
 #                                        does not run it (about 26 CPU-minutes on 2 cores; see
-#                                        the README).
+#                                        docs/development.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/cuda-env.sh

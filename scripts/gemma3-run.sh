@@ -8,7 +8,7 @@
 #
 #   bash scripts/gemma3-run.sh [OUT]        (default OUT: checkpoints/gemma3-270m; about 12 minutes
 #                                            on 2 cores once the GGUF is fetched and converted, as
-#                                            the README's table: 5 s + 2 min 27 s + 9 min 21 s;
+#                                            docs/language-models.md's table: 5 s + 2 min 27 s + 9 min 21 s;
 #                                            `--model FILE.gguf` is all thrive needs)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"

@@ -4,7 +4,7 @@
 # pretrained model fine-tuned with LoRA on the real rows, so its samples are imperfect for real
 # reasons. Prints the grid (thrive report) whichever way it comes out.
 # Measured: 31 CPU-minutes (66 min of wall time while other jobs shared the 2 cores; about 16 min
-# alone); the table is in the README.
+# alone); the table is in docs/value.md.
 #
 #   bash scripts/gemma3-value.sh [OUT]    (default OUT: checkpoints/gemma3-value)
 #   env: NUM_REAL="16 128" NUM_SYNTHETIC="0 16 128" SOURCE_REAL=128 SEEDS="0"

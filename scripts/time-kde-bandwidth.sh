@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The per-cell timings of the README's "KDE bandwidth grid" paragraph: one thread, moons,
+# The per-cell timings of docs/performance.md's "KDE bandwidth grid" section: one thread, moons,
 # n = 1000, one seed; a fixed bandwidth (0.1) over all three workflows at T = 100 and T = 1,000
 # generations, and Scott's rule under Accumulate at T = 50, 100 and 200 (quadratic in T).
 #   bash scripts/time-kde-bandwidth.sh          (builds target/release/thrive; THRIVE=path uses that binary)
