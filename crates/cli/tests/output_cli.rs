@@ -237,8 +237,8 @@ fn figures_named_by_metric_and_facets_never_a_path() {
     assert!(table.contains("t=1") && table.contains("t=2"), "{table}");
 }
 
-/// Every `§N` cited in the README, the tests' README, the crates (code, `--help`, run files) and
-/// the scripts is a section heading of docs/protocol.md.
+/// Every `§N` cited in the README, the tests' README, the crates (code, `--help`, run files),
+/// the scripts and docs/ is a section heading of docs/protocol.md.
 #[test]
 fn protocol_citations_point_into_docs_protocol() {
     let repo = common::root().join("..");
@@ -267,6 +267,7 @@ fn protocol_citations_point_into_docs_protocol() {
     let mut files = vec![repo.join("README.md"), repo.join("tests/README.md")];
     walk(&repo.join("crates"), &mut files);
     walk(&repo.join("scripts"), &mut files);
+    walk(&repo.join("docs"), &mut files);
     let mut cited = 0;
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap();
