@@ -22,7 +22,7 @@
 //! drawn afresh from D_0 (Replace: `D_0[pick] ++ S_t` with n − ⌊p·n⌋ synthetic points; Accumulate-Subsample:
 //! the pick plus a subsample of the synthetic part of the pool); sampling goes through
 //! [`Setting::sample_with`], which applies temperature, truncation, top-p and the verifier
-//! (counting draws for [`DRAW_METRICS`]); with `fresh_real` m new real examples
+//! (counting draws for [`DRAW_METRICS`](crate::DRAW_METRICS)); with `fresh_real` m new real examples
 //! ([`Setting::fresh_real`]) join the pool after each synthetic batch; with `real_weight` w every
 //! real batch (D_0, the retained and kept points, fresh ones) goes through
 //! [`Setting::weigh_real`] before it joins the pool, so it counts w times in every fit.
@@ -30,6 +30,7 @@
 //! A setting may end a chain early ([`Setting::stop`], an absorbing state), so runs can have
 //! fewer than T generations; [`Setting::finish_run`] fills per-run columns at the end.
 
+use crate::draws::Draws;
 use crate::error::{Error, Result};
 use crate::knobs::Knobs;
 use crate::seed::{Rng, Seeds, Stream};
@@ -176,25 +177,6 @@ pub trait Setting: Sync {
     fn finish_run(&self, _metrics: &mut [f64]) {}
 }
 
-/// Draws a generation's sampling made and samples it kept (selection and truncation redraw).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Draws {
-    pub made: usize,
-    pub kept: usize,
-}
-
-impl Draws {
-    pub fn add(&mut self, made: usize, kept: usize) {
-        self.made += made;
-        self.kept += kept;
-    }
-}
-
-/// Columns a chain appends to the setting's metrics when [`ChainConfig::record_draws`] is set:
-/// the draws that made generation t's synthetic training batch and how many of them the filters
-/// rejected (0 at generation 1, which trains on real data).
-pub const DRAW_METRICS: [&str; 2] = ["synthetic_draws", "rejected_draws"];
-
 /// How one chain runs.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ChainConfig {
@@ -209,7 +191,7 @@ pub struct ChainConfig {
     pub retained_real: usize,
     /// The loop's other knobs (default: the paper's loop).
     pub knobs: Knobs,
-    /// Append [`DRAW_METRICS`] to every generation's metrics.
+    /// Append [`DRAW_METRICS`](crate::DRAW_METRICS) to every generation's metrics.
     pub record_draws: bool,
 }
 
@@ -260,11 +242,7 @@ pub fn run_chain<S: Setting>(setting: &S, config: &ChainConfig, seeds: &Seeds) -
     let mut last = Draws::default();
     let (run, mut real) = setting.start(seeds, config.n)?;
     if setting.batch_len(&real) != config.n {
-        return Err(Error::Setting(format!(
-            "setting drew {} real examples, expected {}",
-            setting.batch_len(&real),
-            config.n
-        )));
+        return Err(Error::RealCount { got: setting.batch_len(&real), expected: config.n });
     }
     setting.check_knobs(&config.knobs, config.workflow)?;
     let weight = config.knobs.weighs_real().then_some(config.knobs.real_weight);
@@ -313,10 +291,7 @@ pub fn run_chain<S: Setting>(setting: &S, config: &ChainConfig, seeds: &Seeds) -
             let before = metrics.len();
             setting.evaluate(&run, &model, &mut metrics)?;
             if metrics.len() - before != n_metrics {
-                return Err(Error::Setting(format!(
-                    "setting wrote {} metrics, expected {n_metrics}",
-                    metrics.len() - before
-                )));
+                return Err(Error::MetricCount { got: metrics.len() - before, expected: n_metrics });
             }
             if config.record_draws {
                 draw_rows.extend([last.made as f64, (last.made - last.kept) as f64]);

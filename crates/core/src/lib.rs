@@ -13,7 +13,9 @@
 //!   (real data, fit, evaluate, sample) for settings whose data are points in
 //!   R^d.
 //! - [`knobs`]: the loop's knobs beyond the paper (real data kept or fresh, sampling temperature,
-//!   truncation and top-p, a verifier's selection), defined once for every toy setting.
+//!   truncation and top-p, a verifier's selection), defined once for every toy setting, and
+//!   [`knob_grid`], a list of values per knob as a grid.
+//! - [`draws`]: the rejection-draw loop of filtered sampling and its draw counts.
 //! - [`grid`]: many runs in parallel (rayon) with a progress bar, in a
 //!   deterministic output order.
 //! - [`results`]: tidy Parquet results (one row per run and generation) and the
@@ -24,9 +26,11 @@
 //! It must not know about any particular setting, model or plotting library.
 
 pub mod chain;
+pub mod draws;
 pub mod error;
 pub mod fsutil;
 pub mod grid;
+pub mod knob_grid;
 pub mod knobs;
 pub mod lock;
 pub mod manifest;
@@ -37,10 +41,12 @@ pub mod tensorboard;
 pub mod text_format;
 pub mod workflow;
 
-pub use chain::{run_chain, ChainConfig, Draws, Selection, Setting, DRAW_METRICS};
+pub use chain::{run_chain, ChainConfig, Selection, Setting};
+pub use draws::{draw_until_filled, Draws, DRAW_METRICS};
 pub use error::{Error, Result};
 pub use grid::{par_map, run_grid, RunSpec};
-pub use knobs::{KnobGrid, Knobs};
+pub use knob_grid::KnobGrid;
+pub use knobs::Knobs;
 pub use manifest::Manifest;
 pub use points::Points;
 pub use results::{ParamValue, Params, ResultsTable, RunRecord};

@@ -160,7 +160,7 @@ impl ResultsTable {
     pub fn push(&mut self, run: RunRecord) -> Result<()> {
         let m = self.metric_names.len();
         if m == 0 || !run.metrics.len().is_multiple_of(m) {
-            return Err(Error::Setting(format!("{} metric values do not fit {m} metrics", run.metrics.len())));
+            return Err(Error::MetricRows { values: run.metrics.len(), metrics: m });
         }
         if let Some(first) = self.runs.first() {
             let same = first.params.0.len() == run.params.0.len()
@@ -171,11 +171,10 @@ impl ResultsTable {
                     .zip(&run.params.0)
                     .all(|((ka, va), (kb, vb))| ka == kb && va.data_type() == vb.data_type());
             if !same {
-                return Err(Error::Setting(format!(
-                    "run parameters {:?} differ from the table's {:?}",
-                    run.params.names().collect::<Vec<_>>(),
-                    first.params.names().collect::<Vec<_>>()
-                )));
+                return Err(Error::ParamsDiffer {
+                    run: run.params.names().map(str::to_string).collect(),
+                    table: first.params.names().map(str::to_string).collect(),
+                });
             }
         }
         self.runs.push(run);

@@ -92,7 +92,9 @@ pub fn read_events(path: &Path) -> Result<Vec<Event>> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     read_records(&bytes)
         .into_iter()
-        .map(|(data, _)| Event::decode(data.as_slice()).map_err(|e| Error::Setting(format!("{}: {e}", path.display()))))
+        .map(|(data, _)| {
+            Event::decode(data.as_slice()).map_err(|e| Error::Codec { path: path.into(), message: e.to_string() })
+        })
         .collect()
 }
 
@@ -115,9 +117,8 @@ impl EventWriter {
     }
 
     fn open(dir: &Path, keep_through: Option<i64>) -> Result<Self> {
-        let unwritable = |e: std::io::Error| {
-            Error::Setting(format!("TensorBoard directory {}: cannot write there ({e})", dir.display()))
-        };
+        let unwritable =
+            |reason: std::io::Error| Error::Unwritable { what: "TensorBoard directory", dir: dir.into(), reason };
         std::fs::create_dir_all(dir).map_err(unwritable)?;
         let path = dir.join(EVENTS_FILE);
         let mut file =
@@ -184,7 +185,7 @@ fn now() -> f64 {
 
 /// Checks that `dir` can take TensorBoard runs (created if need be), naming it when it cannot.
 pub fn check_dir(dir: &Path) -> Result<()> {
-    let bad = |e: std::io::Error| Error::Setting(format!("--tensorboard {}: cannot write there ({e})", dir.display()));
+    let bad = |reason: std::io::Error| Error::Unwritable { what: "--tensorboard", dir: dir.into(), reason };
     std::fs::create_dir_all(dir).map_err(bad)?;
     let probe = dir.join(format!(".thrive-probe.{}", std::process::id()));
     File::create(&probe).map_err(bad)?;

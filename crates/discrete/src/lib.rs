@@ -14,6 +14,8 @@
 //!
 //! The generation loop, workflows and seeding are thrive-core's.
 
+mod error;
 mod setting;
 
+pub use error::DiscreteError;
 pub use setting::{distorted_probabilities, grid_specs, theory_fixation, Batch, Discrete, DiscreteFit, Pool, METRICS};

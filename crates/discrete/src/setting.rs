@@ -1,5 +1,6 @@
 //! The discrete setting as a thrive-core [`Setting`].
 
+use crate::error::DiscreteError;
 use rand::distr::Distribution;
 use rand_distr::Binomial;
 use thrive_core::workflow::subsample_indices;
@@ -60,9 +61,7 @@ impl Batch {
     pub fn from_draws(outcomes: usize, draws: Vec<u32>) -> Result<Batch> {
         let mut counts = vec![0u64; outcomes];
         for &d in &draws {
-            *counts
-                .get_mut(d as usize)
-                .ok_or_else(|| Error::Setting(format!("draw {d} is not one of {outcomes} outcomes")))? += 1;
+            *counts.get_mut(d as usize).ok_or(DiscreteError::UnknownOutcome { draw: d, outcomes })? += 1;
         }
         Ok(Batch { counts, draws: Some(draws), weight: 1.0 })
     }
@@ -114,18 +113,19 @@ fn multinomial(weights: &[u64], total: u64, n: u64, rng: &mut Rng) -> Result<Vec
         if w == 0 {
             continue;
         }
-        let c = if w >= rest_w {
-            rest_n
-        } else {
-            Binomial::new(rest_n, w as f64 / rest_w as f64)
-                .map_err(|e| Error::Setting(format!("binomial draw failed: {e}")))?
-                .sample(rng)
-        };
+        let c = if w >= rest_w { rest_n } else { binomial(rest_n, w as f64 / rest_w as f64, rng)? };
         out[k] = c;
         rest_n -= c;
         rest_w -= w;
     }
     Ok(out)
+}
+
+/// One draw from Binomial(n, p).
+fn binomial(n: u64, p: f64, rng: &mut Rng) -> Result<u64> {
+    let dist =
+        Binomial::new(n, p).map_err(|e| Error::Numerical { operation: "binomial draw", message: e.to_string() })?;
+    Ok(dist.sample(rng))
 }
 
 /// n draws from the distribution `probs` (summing to 1 up to rounding): one binomial per
@@ -141,13 +141,7 @@ fn multinomial_probs(probs: &[f64], n: u64, rng: &mut Rng) -> Result<Vec<u64>> {
         if p <= 0.0 {
             continue;
         }
-        let c = if k == last {
-            rest_n
-        } else {
-            Binomial::new(rest_n, (p / rest_p).clamp(0.0, 1.0))
-                .map_err(|e| Error::Setting(format!("binomial draw failed: {e}")))?
-                .sample(rng)
-        };
+        let c = if k == last { rest_n } else { binomial(rest_n, (p / rest_p).clamp(0.0, 1.0), rng)? };
         out[k] = c;
         rest_n -= c;
         rest_p -= p;
@@ -205,7 +199,7 @@ impl Discrete {
     fn fit_counts(&self, counts: Vec<u64>, weighted: Option<Vec<f64>>) -> Result<DiscreteFit> {
         let fit = DiscreteFit { weighted, ..DiscreteFit::of_counts(counts) };
         if fit.total == 0 {
-            return Err(Error::Setting("cannot fit a distribution to no draws".into()));
+            return Err(Error::NothingToFit { model: "a distribution", data: "draws" });
         }
         Ok(fit)
     }
@@ -253,7 +247,7 @@ impl Setting for Discrete {
 
     fn push(&self, pool: &mut Pool, batch: &Batch) -> Result<()> {
         if batch.counts.len() != self.outcomes {
-            return Err(Error::Setting(format!("{} counts for {} outcomes", batch.counts.len(), self.outcomes)));
+            return Err(DiscreteError::CountsMismatch { counts: batch.counts.len(), outcomes: self.outcomes }.into());
         }
         // Weighted counts and per-draw weights exist only once some draw weighs other than 1.
         if batch.weight != 1.0 && pool.weighted.is_none() {
@@ -308,10 +302,7 @@ impl Setting for Discrete {
         match selection {
             Selection::All => self.fit_counts(pool.counts.clone(), pool.weighted.clone()),
             Selection::Indices(idx) => {
-                let items = pool
-                    .items
-                    .as_ref()
-                    .ok_or_else(|| Error::Setting("this pool keeps no draws to subsample".into()))?;
+                let items = pool.items.as_ref().ok_or(Error::NoSubsample { data: "draws" })?;
                 let mut counts = vec![0u64; self.outcomes];
                 for &i in idx {
                     counts[items[i] as usize] += 1;

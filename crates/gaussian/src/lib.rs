@@ -27,11 +27,13 @@
 //! value-of-synthetic-data grid (docs/protocol.md §5) on Gaussians: real points plus points sampled
 //! from a Gaussian fitted on `source_real` real points.
 
+mod error;
 mod moments;
 mod setting;
 pub mod spectrum;
 mod value;
 
+pub use error::GaussianError;
 pub use moments::Moments;
 pub use setting::{grid_specs, paper_grid, Batch, Gaussian, GaussianFit, Pool, Root, METRICS};
 pub use value::{value_metrics, ValueGrid, VALUE_METRICS, VALUE_SETTING};

@@ -1,5 +1,6 @@
 //! The Gaussian setting as a thrive-core [`Setting`].
 
+use crate::error::GaussianError;
 use crate::moments::Moments;
 use crate::spectrum::extreme_eigenvalues;
 use faer::linalg::matmul::matmul;
@@ -9,7 +10,8 @@ use rand::Rng as _;
 use rand_distr::{ChiSquared, StandardNormal};
 use thrive_core::workflow::subsample_indices;
 use thrive_core::{
-    ChainConfig, Draws, Error, Knobs, Params, Points, Result, Rng, RunSpec, Seeds, Selection, Setting, Stream, Workflow,
+    draw_until_filled, ChainConfig, Draws, Error, Knobs, Params, Points, Result, Rng, RunSpec, Seeds, Selection,
+    Setting, Stream, Workflow,
 };
 
 /// Metric columns, in order.
@@ -110,7 +112,7 @@ impl Gaussian {
     /// Fits mean and ML covariance to moments.
     pub fn fit_moments(&self, m: &Moments) -> Result<GaussianFit> {
         if m.count == 0 {
-            return Err(Error::Setting("cannot fit a Gaussian to no points".into()));
+            return Err(Error::NothingToFit { model: "a Gaussian", data: "points" });
         }
         let covariance = m.covariance();
         if self.root == Root::Cholesky {
@@ -133,7 +135,7 @@ impl Gaussian {
         }
         let eig = covariance
             .self_adjoint_eigen(Side::Lower)
-            .map_err(|e| Error::Setting(format!("eigendecomposition failed: {e:?}")))?;
+            .map_err(|e| Error::Numerical { operation: "eigendecomposition", message: format!("{e:?}") })?;
         let s = eig.S().column_vector();
         let eigenvalues: Vec<f64> = (0..self.dim).map(|i| s[i]).collect();
         let u = eig.U();
@@ -195,16 +197,10 @@ impl Gaussian {
         let mut out = Points::with_capacity(d, n);
         let mut z = vec![0.0; d];
         let mut x = vec![0.0; d];
-        let limit = knobs.draw_limit(n);
-        let mut draws = 0;
-        while out.len() < n {
-            if draws == limit {
-                return Err(knobs.unfilled(out.len(), n, draws));
-            }
-            draws += 1;
+        draw_until_filled(knobs, n, total, |_| {
             z.iter_mut().for_each(|v| *v = rng.sample(StandardNormal));
             if tau * z.iter().map(|v| v * v).sum::<f64>().sqrt() > knobs.truncate {
-                continue;
+                return false;
             }
             for (i, xi) in x.iter_mut().enumerate() {
                 *xi = mean[i] + (0..d).map(|j| scaled[(i, j)] * z[j]).sum::<f64>();
@@ -216,12 +212,12 @@ impl Gaussian {
                     .map(|(i, v)| (v - if i == 0 { knobs.verifier_bias } else { 0.0 }).powi(2))
                     .sum();
                 if (dist2 / self.sigma2).sqrt() > knobs.select_threshold {
-                    continue;
+                    return false;
                 }
             }
             out.push_row(&x);
-        }
-        total.add(draws, n);
+            true
+        })?;
         Ok(out)
     }
 
@@ -327,7 +323,7 @@ impl Setting for Gaussian {
         match batch {
             Batch::Points(p) => Ok(Batch::Points(p.head(k))),
             Batch::Weighted(p, w) => Ok(Batch::Weighted(p.head(k), *w)),
-            Batch::Moments(_) => Err(Error::Setting("cannot take points from a batch of moments".into())),
+            Batch::Moments(_) => Err(GaussianError::PointsFromMoments.into()),
         }
     }
 
@@ -335,14 +331,14 @@ impl Setting for Gaussian {
         match batch {
             Batch::Points(p) => Ok(Batch::Points(p.select(&subsample_indices(rng, p.len(), k)?))),
             Batch::Weighted(p, w) => Ok(Batch::Weighted(p.select(&subsample_indices(rng, p.len(), k)?), *w)),
-            Batch::Moments(_) => Err(Error::Setting("cannot take points from a batch of moments".into())),
+            Batch::Moments(_) => Err(GaussianError::PointsFromMoments.into()),
         }
     }
 
     fn weigh_real(&self, batch: &mut Batch, weight: f64) -> Result<()> {
         *batch = match std::mem::replace(batch, Batch::Moments(Moments::empty(0))) {
             Batch::Points(p) | Batch::Weighted(p, _) => Batch::Weighted(p, weight),
-            Batch::Moments(_) => return Err(Error::Setting("real data come as points, not moments".into())),
+            Batch::Moments(_) => return Err(GaussianError::RealAsMoments.into()),
         };
         Ok(())
     }
@@ -354,10 +350,7 @@ impl Setting for Gaussian {
     }
 
     fn check_knobs(&self, knobs: &Knobs, _workflow: Workflow) -> Result<()> {
-        if knobs.top_p != 1.0 {
-            return Err(Error::invalid("top-p", "is for the discrete setting; use --truncate for the Gaussian"));
-        }
-        Ok(())
+        knobs.refuse_top_p("the Gaussian")
     }
 
     /// Temperature τ scales the covariance by τ²; truncation and selection draw points one by
@@ -409,7 +402,7 @@ impl Setting for Gaussian {
             }
             Batch::Moments(m) => {
                 if pool.points.is_some() {
-                    return Err(Error::Setting("a subsampling pool needs points, not moments".into()));
+                    return Err(GaussianError::MomentsInSubsamplingPool.into());
                 }
                 pool.moments.merge(m);
             }
@@ -439,10 +432,7 @@ impl Setting for Gaussian {
         let mut fit = match selection {
             Selection::All => self.fit_moments(&pool.moments)?,
             Selection::Indices(idx) => {
-                let points = pool
-                    .points
-                    .as_ref()
-                    .ok_or_else(|| Error::Setting("this pool keeps no points to subsample".into()))?;
+                let points = pool.points.as_ref().ok_or(Error::NoSubsample { data: "points" })?;
                 let selected = points.select(idx);
                 let moments = match &pool.weights {
                     None => Moments::of_rows(self.dim, selected.as_slice()),

@@ -235,7 +235,7 @@ fn prefix_moments(d: usize, sizes: &[usize], mut draw: impl FnMut(usize) -> Vec<
 /// (KL is +∞ where Σ̂ is singular).
 pub fn value_metrics(g: &Gaussian, m: &Moments) -> Result<[f64; 3]> {
     if m.count == 0 {
-        return Err(Error::Setting("cannot fit a Gaussian to no points".into()));
+        return Err(Error::NothingToFit { model: "a Gaussian", data: "points" });
     }
     let d = g.dim;
     let cov = m.covariance();

@@ -9,7 +9,9 @@ use rand_distr::StandardNormal;
 use std::borrow::Cow;
 use std::sync::Arc;
 use thrive_core::workflow::subsample_indices;
-use thrive_core::{Draws, Error, Knobs, Points, Result, Rng, Seeds, Selection, Setting, Stream, Workflow};
+use thrive_core::{
+    draw_until_filled, Draws, Error, Knobs, Points, Result, Rng, Seeds, Selection, Setting, Stream, Workflow,
+};
 
 /// Metric columns: the mean test NLL, the bandwidth of the fit, and `tail_nll`, the mean NLL
 /// of the tenth of the test points (rounded up) with the lowest density under generation 1's
@@ -262,7 +264,7 @@ impl Setting for Kde {
             Selection::Indices(idx) => Cow::Owned(pool.points.select(idx)),
         };
         if points.is_empty() {
-            return Err(Error::Setting("cannot fit a KDE to no points".into()));
+            return Err(Error::NothingToFit { model: "a KDE", data: "points" });
         }
         let weights: Option<Cow<'_, [f64]>> = match (&pool.weights, selection) {
             (None, _) => None,
@@ -313,10 +315,7 @@ impl Setting for Kde {
                 format!("the dataset {name} is a fixed sample: there are no new real points to draw"),
             ));
         }
-        if knobs.top_p != 1.0 {
-            return Err(Error::invalid("top-p", "is for the discrete setting; use --truncate for KDEs"));
-        }
-        Ok(())
+        knobs.refuse_top_p("KDEs")
     }
 
     /// Temperature τ scales the sampling bandwidth to τh. A draw is redrawn, centre and noise,
@@ -340,26 +339,20 @@ impl Setting for Kde {
         let dim = model.points.dim();
         let mut out = Points::with_capacity(dim, n);
         let mut z = vec![0.0; dim];
-        let limit = knobs.draw_limit(n);
-        let mut made = 0;
-        while out.len() < n {
-            if made == limit {
-                return Err(knobs.unfilled(out.len(), n, made));
-            }
-            made += 1;
+        draw_until_filled(knobs, n, draws, |_| {
             let i = model.centre(rng.random::<f64>());
             z.iter_mut().for_each(|v| *v = rng.sample(StandardNormal));
             if tau * z.iter().map(|v| v * v).sum::<f64>().sqrt() > knobs.truncate {
-                continue;
+                return false;
             }
             let row: Vec<f64> = model.points.row(i).iter().zip(&z).map(|(c, v)| c + tau * model.h * v).collect();
             // The verifier: the log-density under generation 1's KDE must reach c.
             if knobs.selects() && log_density(&row, model.first.0.as_slice(), model.first.1) < knobs.select_threshold {
-                continue;
+                return false;
             }
             out.push_row(&row);
-        }
-        draws.add(made, n);
+            true
+        })?;
         Ok(Batch::unit(out))
     }
 

@@ -16,6 +16,8 @@
 //!
 //! The generation loop, workflows and seeding are thrive-core's.
 
+mod error;
 mod setting;
 
+pub use error::LinRegError;
 pub use setting::{grid_specs, paper_grid, theory_mse, Batch, LinReg, LinRegFit, Pool, Run, METRICS, TEST_POINTS};

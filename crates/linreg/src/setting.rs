@@ -1,12 +1,14 @@
 //! The linear-regression setting as a thrive-core [`Setting`].
 
+use crate::error::LinRegError;
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef, Par};
 use rand::Rng as _;
 use rand_distr::StandardNormal;
 use thrive_core::workflow::subsample_indices;
 use thrive_core::{
-    ChainConfig, Draws, Error, Knobs, Params, Points, Result, Rng, RunSpec, Seeds, Selection, Setting, Stream, Workflow,
+    draw_until_filled, ChainConfig, Draws, Error, Knobs, Params, Points, Result, Rng, RunSpec, Seeds, Selection,
+    Setting, Stream, Workflow,
 };
 
 /// Metric columns: `test_mse`, the mean over the noiseless test points of (xᵀ(ŵ − w*))²
@@ -89,13 +91,13 @@ impl LinReg {
     /// A run from given parts (the fixture tests replay the authors' draws through it).
     pub fn run_from(&self, w_star: Vec<f64>, design: Points, test: Points) -> Result<Run> {
         if w_star.len() != self.dim || design.dim() != self.dim || test.dim() != self.dim {
-            return Err(Error::Setting(format!(
-                "linear regression of dimension {}: w* has {}, the design {} and the test set {} columns",
-                self.dim,
-                w_star.len(),
-                design.dim(),
-                test.dim()
-            )));
+            return Err(LinRegError::Dimensions {
+                dim: self.dim,
+                w_star: w_star.len(),
+                design: design.dim(),
+                test: test.dim(),
+            }
+            .into());
         }
         let x = MatRef::from_row_major_slice(design.as_slice(), design.len(), self.dim);
         let pinv = pseudoinverse(x)?;
@@ -105,7 +107,7 @@ impl LinReg {
     /// Labels of the design rows: X₀w + σε for standard-normal `noise` (one value per row).
     pub fn relabel(&self, run: &Run, weights: &[f64], noise: &[f64]) -> Result<Batch> {
         if noise.len() != run.design.len() {
-            return Err(Error::Setting(format!("{} noise values for {} design rows", noise.len(), run.design.len())));
+            return Err(LinRegError::NoiseLength { noise: noise.len(), rows: run.design.len() }.into());
         }
         let sigma = self.sigma2.sqrt();
         let y = run.design.rows().zip(noise).map(|(x, e)| dot(x, weights) + sigma * e).collect();
@@ -135,7 +137,8 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 /// The Moore-Penrose pseudo-inverse through a thin SVD, dropping singular values below
 /// max(rows, cols)·ε·σ_max (numpy's `pinv` default).
 fn pseudoinverse(x: MatRef<'_, f64>) -> Result<Mat<f64>> {
-    let svd = x.thin_svd().map_err(|e| Error::Setting(format!("SVD of the design failed: {e:?}")))?;
+    let svd =
+        x.thin_svd().map_err(|e| Error::Numerical { operation: "SVD of the design", message: format!("{e:?}") })?;
     Ok(svd.pseudoinverse())
 }
 
@@ -215,7 +218,7 @@ impl Setting for LinReg {
     fn push(&self, pool: &mut Pool, batch: &Batch) -> Result<()> {
         let weights = batch.weights.as_deref();
         if weights.is_some_and(|w| w.len() != batch.y.len()) {
-            return Err(Error::Setting("a batch needs one weight per label".into()));
+            return Err(LinRegError::WeightPerLabel.into());
         }
         let weight = |i: usize| weights.map_or(1.0, |w| w[i]);
         if let Some(l) = &mut pool.labelled {
@@ -254,7 +257,7 @@ impl Setting for LinReg {
             return Ok(());
         }
         if batch.y.len() != pool.rows {
-            return Err(Error::Setting(format!("{} labels for a design of {} rows", batch.y.len(), pool.rows)));
+            return Err(LinRegError::LabelCount { labels: batch.y.len(), rows: pool.rows }.into());
         }
         if weights.is_some() && pool.row_weight.is_none() {
             pool.row_weight = Some(vec![pool.copies as f64; pool.rows]);
@@ -295,7 +298,7 @@ impl Setting for LinReg {
         _generation: u32,
     ) -> Result<LinRegFit<'a>> {
         if pool.copies == 0 {
-            return Err(Error::Setting("cannot fit a linear model to no data".into()));
+            return Err(Error::NothingToFit { model: "a linear model", data: "data" });
         }
         let d = self.dim;
         let x0 = MatRef::from_row_major_slice(run.design.as_slice(), run.design.len(), d);
@@ -329,10 +332,7 @@ impl Setting for LinReg {
                 }
             }
             (Selection::Indices(idx), _) => {
-                let l = pool
-                    .labelled
-                    .as_ref()
-                    .ok_or_else(|| Error::Setting("this pool keeps no labels to subsample".into()))?;
+                let l = pool.labelled.as_ref().ok_or(Error::NoSubsample { data: "labels" })?;
                 let mut x = Vec::with_capacity(idx.len() * d);
                 for &i in idx {
                     let source = l.source[i];
@@ -362,7 +362,7 @@ impl Setting for LinReg {
 
     fn sample(&self, model: &LinRegFit<'_>, n: usize, rng: &mut Rng) -> Result<Batch> {
         if n != model.run.design.len() {
-            return Err(Error::Setting(format!("cannot relabel {n} rows of a design of {}", model.run.design.len())));
+            return Err(LinRegError::Relabel { n, rows: model.run.design.len() }.into());
         }
         let noise: Vec<f64> = (0..n).map(|_| rng.sample(StandardNormal)).collect();
         self.relabel(model.run, &model.weights, &noise)
@@ -378,10 +378,7 @@ impl Setting for LinReg {
     }
 
     fn check_knobs(&self, knobs: &Knobs, _workflow: Workflow) -> Result<()> {
-        if knobs.top_p != 1.0 {
-            return Err(Error::invalid("top-p", "is for the discrete setting; use --truncate for linear regression"));
-        }
-        Ok(())
+        knobs.refuse_top_p("linear regression")
     }
 
     /// Temperature τ scales the label noise to τσ. A row's noise draw e is redrawn, up to the
@@ -398,34 +395,29 @@ impl Setting for LinReg {
     ) -> Result<Batch> {
         let run = model.run;
         if n != run.design.len() {
-            return Err(Error::Setting(format!("cannot relabel {n} rows of a design of {}", run.design.len())));
+            return Err(LinRegError::Relabel { n, rows: run.design.len() }.into());
         }
         let (tau, k) = (knobs.temperature, knobs.truncate);
         let sigma = self.sigma2.sqrt();
         let mut verifier = run.w_star.clone();
         verifier[0] += knobs.verifier_bias;
         let slack = (2.0 / std::f64::consts::PI).sqrt() * sigma;
-        let limit = knobs.draw_limit(n);
+        // Per design row: the fitted mean, the verifier's bound and its target.
+        let rows: Vec<(f64, f64, f64)> = run
+            .design
+            .rows()
+            .map(|x| (dot(x, &model.weights), knobs.select_threshold * dot(x, x).sqrt() + slack, dot(x, &verifier)))
+            .collect();
         let mut noise = Vec::with_capacity(n);
-        let mut made = 0;
-        for x in run.design.rows() {
-            let mean = dot(x, &model.weights);
-            let bound = knobs.select_threshold * dot(x, x).sqrt() + slack;
-            let target = dot(x, &verifier);
-            loop {
-                if made == limit {
-                    return Err(knobs.unfilled(noise.len(), n, made));
-                }
-                made += 1;
-                let e: f64 = rng.sample(StandardNormal);
-                if tau * e.abs() > k || (knobs.selects() && (mean + sigma * tau * e - target).abs() > bound) {
-                    continue;
-                }
-                noise.push(tau * e);
-                break;
+        draw_until_filled(knobs, n, draws, |i| {
+            let (mean, bound, target) = rows[i];
+            let e: f64 = rng.sample(StandardNormal);
+            if tau * e.abs() > k || (knobs.selects() && (mean + sigma * tau * e - target).abs() > bound) {
+                return false;
             }
-        }
-        draws.add(made, n);
+            noise.push(tau * e);
+            true
+        })?;
         self.relabel(run, &model.weights, &noise)
     }
 

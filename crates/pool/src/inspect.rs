@@ -6,7 +6,7 @@ use crate::schema::{batch_to_examples, Columns, Example, VERSION_KEY};
 use crate::store::Pool;
 use crate::view::ViewReader;
 use crate::{Error, Result, SCHEMA_VERSION};
-use arrow::array::Array;
+use arrow::array::{Array, RecordBatch};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::metadata::KeyValue;
@@ -111,49 +111,66 @@ pub enum ExportFormat {
     Parquet,
 }
 
+/// An open export file in one format: the writer [`ViewReader::export`] feeds batch by batch.
+enum Exporter<W: std::io::Write + Send> {
+    Jsonl(arrow::json::LineDelimitedWriter<W>),
+    Parquet(ArrowWriter<W>),
+}
+
+impl<W: std::io::Write + Send> Exporter<W> {
+    /// Starts a file of `format` on `out` (Parquet: the pool's compression and version metadata).
+    fn open(format: ExportFormat, out: W) -> Result<Self, String> {
+        Ok(match format {
+            ExportFormat::Jsonl => Exporter::Jsonl(arrow::json::LineDelimitedWriter::new(out)),
+            ExportFormat::Parquet => {
+                let props = WriterProperties::builder()
+                    .set_compression(Compression::SNAPPY)
+                    .set_key_value_metadata(Some(vec![KeyValue::new(
+                        VERSION_KEY.to_string(),
+                        SCHEMA_VERSION.to_string(),
+                    )]))
+                    .build();
+                Exporter::Parquet(
+                    ArrowWriter::try_new(out, crate::pool_schema(), Some(props)).map_err(|e| e.to_string())?,
+                )
+            }
+        })
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), String> {
+        match self {
+            Exporter::Jsonl(w) => w.write(batch).map_err(|e| e.to_string()),
+            Exporter::Parquet(w) => w.write(batch).map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Ends the file (the Parquet footer).
+    fn finish(self) -> Result<(), String> {
+        match self {
+            Exporter::Jsonl(mut w) => w.finish().map_err(|e| e.to_string()),
+            Exporter::Parquet(w) => w.close().map(drop).map_err(|e| e.to_string()),
+        }
+    }
+}
+
 impl ViewReader<'_> {
     /// Writes the view to `path` atomically (nothing half-written on error); returns the row count.
     pub fn export(self, path: &Path, format: ExportFormat) -> Result<u64> {
         let mut rows = 0u64;
         let mut failure: Option<Error> = None;
         let written = thrive_core::fsutil::write_atomic(path, |out| {
-            let fail = |e: &dyn std::fmt::Display| thrive_core::Error::Setting(format!("{}: {e}", path.display()));
-            match format {
-                ExportFormat::Jsonl => {
-                    let mut w = arrow::json::LineDelimitedWriter::new(out);
-                    for b in self {
-                        let b = b.map_err(|e| {
-                            let m = e.to_string();
-                            failure = Some(e);
-                            fail(&m)
-                        })?;
-                        rows += b.num_rows() as u64;
-                        w.write(&b).map_err(|e| fail(&e))?;
-                    }
-                    w.finish().map_err(|e| fail(&e))?;
-                }
-                ExportFormat::Parquet => {
-                    let props = WriterProperties::builder()
-                        .set_compression(Compression::SNAPPY)
-                        .set_key_value_metadata(Some(vec![KeyValue::new(
-                            VERSION_KEY.to_string(),
-                            SCHEMA_VERSION.to_string(),
-                        )]))
-                        .build();
-                    let mut w = ArrowWriter::try_new(out, crate::pool_schema(), Some(props)).map_err(|e| fail(&e))?;
-                    for b in self {
-                        let b = b.map_err(|e| {
-                            let m = e.to_string();
-                            failure = Some(e);
-                            fail(&m)
-                        })?;
-                        rows += b.num_rows() as u64;
-                        w.write(&b).map_err(|e| fail(&e))?;
-                    }
-                    w.close().map_err(|e| fail(&e))?;
-                }
+            let fail = |message: String| thrive_core::Error::Codec { path: path.into(), message };
+            let mut w = Exporter::open(format, out).map_err(fail)?;
+            for b in self {
+                let b = b.map_err(|e| {
+                    let m = e.to_string();
+                    failure = Some(e);
+                    fail(m)
+                })?;
+                rows += b.num_rows() as u64;
+                w.write(&b).map_err(fail)?;
             }
-            Ok(())
+            w.finish().map_err(fail)
         });
         match (written, failure) {
             (Ok(()), _) => Ok(rows),

@@ -3,7 +3,6 @@
 use crate::id::file_sha256;
 use crate::manifest::{BatchKey, FileEntry, PoolManifest, VALUE_SOURCE};
 use crate::schema::{batch_to_examples, check_schema, examples_to_batch, Columns, Example, Origin, VERSION_KEY};
-use crate::view::{View, ViewReader};
 use crate::{Error, Result, SCHEMA_VERSION};
 use arrow::array::{Array, RecordBatch};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder, RowSelection};
@@ -132,11 +131,6 @@ impl Pool {
             out.extend(batch_to_examples(&b.map_err(|e| Error::bad_file(&path, e))?));
         }
         Ok(out)
-    }
-
-    /// Streams the training set (or other selection) that `view` describes.
-    pub fn view(&self, view: &View) -> Result<ViewReader<'_>> {
-        ViewReader::new(self, view)
     }
 
     /// The batches generation `generation` of (`workflow`, `chain`) trains on, as pool keys

@@ -83,8 +83,15 @@ pub struct ViewReader<'a> {
     rows: usize,
 }
 
+impl Pool {
+    /// Streams the training set (or other selection) that `view` describes.
+    pub fn view(&self, view: &View) -> Result<ViewReader<'_>> {
+        ViewReader::new(self, view)
+    }
+}
+
 impl<'a> ViewReader<'a> {
-    pub(crate) fn new(pool: &'a Pool, view: &View) -> Result<Self> {
+    fn new(pool: &'a Pool, view: &View) -> Result<Self> {
         let (parts, filter) = plan(pool, view)?;
         let rows = parts
             .iter()
