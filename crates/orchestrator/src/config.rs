@@ -35,7 +35,7 @@ pub struct RunConfig {
     /// build; under full fine-tuning the weights stay f32 masters); trained tensors are f32
     /// either way.
     #[serde(default)]
-    pub dtype: Option<String>,
+    pub dtype: Option<thrive_sft::PrecisionChoice>,
     /// Resources of the Slurm jobs of `thrive submit` (not part of what a run computes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slurm: Option<SlurmConfig>,
@@ -402,11 +402,6 @@ impl RunConfig {
         }
         if !["auto", "cpu", "cuda"].contains(&self.device.as_str()) {
             return Err(format!("device: `{}` is not auto, cpu or cuda", self.device));
-        }
-        if let Some(d) = &self.dtype {
-            if !["auto", "f32", "bf16", "bf16-mixed"].contains(&d.as_str()) {
-                return Err(format!("dtype: `{d}` is not auto, f32, bf16 or bf16-mixed"));
-            }
         }
         self.train_config(0, 1)?;
         self.sampler_settings()?;

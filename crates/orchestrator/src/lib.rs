@@ -7,17 +7,20 @@
 
 mod config;
 mod error;
-mod run;
+mod execute;
+mod layout;
+mod plan;
 pub mod slurm;
+mod steps;
 
 pub use config::{
     DataConfig, LoopConfig, OneOrMany, RunConfig, SamplingConfig, SlurmConfig, SourceQuality, ValueConfig,
 };
 pub use error::{Error, Result};
-pub use run::{
-    check_recorded, dependencies, find_step, is_done, model_dir, plan, results, run, run_step, run_with, sources,
-    step_seconds, to_sft, ModelDone, RunDir, RunOptions, SampleDone, SourceId, Step, JOBS_FILE, METRICS, SAMPLE_DONE,
-};
+pub use execute::{check_recorded, run, run_step, run_with, RunOptions};
+pub use layout::{is_done, model_dir, step_seconds, ModelDone, RunDir, SampleDone, JOBS_FILE, SAMPLE_DONE};
+pub use plan::{dependencies, find_step, plan, sources, SourceId, Step};
+pub use steps::{results, to_sft, METRICS};
 pub use thrive_sft::SftSettings;
 
 /// What a run directory holds: its configuration and every step, done or not.

@@ -6,7 +6,8 @@
 
 use crate::config::{RunConfig, SlurmConfig};
 use crate::error::io;
-use crate::run::{dependencies, is_done, plan, RunDir, Step};
+use crate::layout::{is_done, RunDir};
+use crate::plan::{dependencies, plan, Step};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -254,7 +255,7 @@ pub fn submit(cfg: &RunConfig, run_file: &Path, thrive: &Path, opts: &SubmitOpti
     let run_file = std::path::absolute(run_file).map_err(io(run_file))?;
     // Nothing is submitted for a run directory started with another configuration; the one
     // submitted is kept for `thrive status` until the first job records run.json.
-    crate::run::check_recorded(cfg, &dir)?;
+    crate::execute::check_recorded(cfg, &dir)?;
     let mut record = JobRecord::read(&dir)?;
     let submitted = dir.root.join("slurm").join("run.json");
     let text = serde_json::to_string_pretty(cfg).map_err(|e| Error::Invalid(e.to_string()))?;
