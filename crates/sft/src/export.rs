@@ -4,7 +4,7 @@
 
 use crate::data::TextEncoder;
 use crate::model::Gemma;
-use crate::train::{Mode, TrainConfig};
+use crate::train_config::{Mode, TrainConfig};
 use crate::{Error, Result};
 use candle_core::{DType, Tensor};
 use std::collections::HashMap;

@@ -9,7 +9,7 @@
 //! llama.cpp's converter (it uses NeoX-style RoPE for Gemma), so they are copied as they are.
 
 use crate::gguf_tokenizer::{bad, get, read_gguf, string, tokenizer_from_gguf};
-use crate::lora::Weight;
+use crate::matmul::Weight;
 use crate::GemmaConfig;
 use crate::{Error, Result};
 use candle_core::quantized::gguf_file::Content;

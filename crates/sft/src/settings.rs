@@ -3,7 +3,7 @@
 //! run file, `--lr` on the command line).
 
 use crate::lora::{LoraConfig, LORA_TARGETS};
-use crate::train::{Mode, Schedule, TrainConfig};
+use crate::train_config::{Mode, Schedule, TrainConfig};
 use serde::{Deserialize, Serialize};
 
 /// Fine-tuning settings (the meaning of each is `thrive sft --help`'s).

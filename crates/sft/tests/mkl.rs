@@ -1,4 +1,4 @@
-//! The `mkl` feature's products (crates/sft/src/matmul.rs) against candle's own: values, shapes,
+//! The `mkl` feature's products (crates/sft/src/matmul/mkl.rs) against candle's own: values, shapes,
 //! broadcasting, gradients, bf16 rounding, and independence of the thread count for a whole LoRA
 //! step. The step itself is checked against transformers + peft by parity.rs, which also runs
 //! with the feature (`cargo test -p thrive-sft --features mkl`, as .ci/run does).

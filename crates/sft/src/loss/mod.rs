@@ -1,11 +1,15 @@
 //! The paper's next-token loss: token-mean cross-entropy over the target tokens of a batch,
-//! computed only at the positions that have a target (the vocabulary dominates memory).
+//! computed only at the positions that have a target (the vocabulary dominates memory). Its
+//! fused CPU kernels are in `kernels`.
+
+mod kernels;
 
 use crate::matmul::Mm;
 use crate::model::Gemma;
-use crate::ops::{cross_entropy_rows, recompute, GradSink, Recompute};
+use crate::ops::{recompute, GradSink, Recompute};
 use crate::Result;
 use candle_core::{DType, Tensor, Var, D};
+use kernels::{cross_entropy_rows, SoftmaxMinusOneHot};
 use std::sync::Arc;
 
 /// A padded batch of token sequences (right padding).
@@ -29,7 +33,7 @@ const LOSS_CHUNK_VALUES_FUSED: usize = 1 << 27;
 
 /// The same on a GPU: 2²⁸ f32 values (1 GiB, 1,024 rows of 262,144). Each chunk reads the whole
 /// output matrix three times and launches a fixed number of kernels, so 64-row chunks spent an
-/// H200's time on overheads (README, GPU figures); the backward of a chunk holds about five
+/// H200's time on overheads (docs/performance.md, GPU); the backward of a chunk holds about five
 /// such tensors, a bound that does not grow with the batch.
 const LOSS_CHUNK_VALUES_GPU: usize = 1 << 28;
 
@@ -268,11 +272,11 @@ impl ChunkLoss {
     /// matrix's summed gradient. Nothing the size of the logits outlives the call.
     fn fused_cpu(&self, a: &[Tensor]) -> Result<(Tensor, Tensor)> {
         let logits = match &self.trained {
-            Some(out) => crate::ops::frozen_linear(&a[0], &out.w)?.to_dtype(DType::F32)?,
+            Some(out) => crate::matmul::frozen_linear(&a[0], &out.w)?.to_dtype(DType::F32)?,
             None => self.model.uncapped_logits(&a[0], None)?,
         }
         .contiguous()?;
-        let op = crate::ops::SoftmaxMinusOneHot::new(self.targets.clone(), self.model.cfg.final_logit_softcapping);
+        let op = SoftmaxMinusOneHot::new(self.targets.clone(), self.model.cfg.final_logit_softcapping);
         logits.inplace_op1(&op)?;
         let nll = Tensor::new(op.summed_nll()? as f32, logits.device())?;
         let d_rows = match &self.trained {
