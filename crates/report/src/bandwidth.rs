@@ -12,7 +12,8 @@
 //! The results only carry the bandwidth as text (`0.1`, `scott`,
 //! `0.5*t^-0.25`); that is all this module reads.
 
-use crate::figure::{ensure_font, figure_names, render, sort_key, varying, viridis, Drawing, FONT};
+use crate::figure::{ensure_font, figure_names, hue_colour, render, sort_key, varying, Drawing, FONT};
+use crate::legend::{draw_legend, line_key};
 use crate::stats::{bootstrap_mean_ci, Band};
 use crate::{trajectory_figures, FigureOptions, Result};
 use plotters::coord::ranged1d::ValueFormatter;
@@ -212,15 +213,14 @@ impl BandwidthFigure {
                 .draw()?;
             let count = panel.series.len();
             for (j, s) in panel.series.iter().enumerate() {
-                let color = viridis(if count > 1 { 0.85 * j as f64 / (count - 1) as f64 } else { 0.4 });
+                let color = hue_colour(j, count);
                 let mut band: Vec<(f64, f64)> = s.fixed.iter().map(|(h, b)| (*h, b.hi)).collect();
                 band.extend(s.fixed.iter().rev().map(|(h, b)| (*h, b.lo)));
                 chart.draw_series(std::iter::once(Polygon::new(band, color.mix(0.2))))?;
                 let line = chart
                     .draw_series(LineSeries::new(s.fixed.iter().map(|(h, b)| (*h, b.mean)), color.stroke_width(2)))?;
                 if legend {
-                    line.label(format!("generation {}", s.generation))
-                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(3)));
+                    line.label(format!("generation {}", s.generation)).legend(line_key(color));
                 }
                 for (name, h, b) in &s.rules {
                     // Scott as triangles, Silverman (and anything else) as squares.
@@ -236,13 +236,7 @@ impl BandwidthFigure {
                 }
             }
             if legend {
-                chart
-                    .configure_series_labels()
-                    .position(SeriesLabelPosition::UpperRight)
-                    .label_font((FONT, 13))
-                    .background_style(WHITE.mix(0.8))
-                    .border_style(BLACK)
-                    .draw()?;
+                draw_legend(&mut chart, SeriesLabelPosition::UpperRight, 13)?;
             }
         }
         Ok(())

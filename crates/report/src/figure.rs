@@ -1,30 +1,17 @@
 //! Trajectory figures: a metric against generation, one panel per workflow,
 //! one line (mean over seeds, 95% bootstrap band) per hue value.
 
+use crate::legend::{draw_legend, line_key, theory_key};
 use crate::stats::{bootstrap_mean_ci, Band};
+use crate::theory::Theory;
 use crate::{Error, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Once};
-use thrive_core::{ParamValue, Params, ResultsTable, Workflow};
-
-/// A closed form to draw beside the measured curves: the expected value of `metric` at a
-/// generation for runs with these parameters under this workflow, or `None` where none applies.
-/// The caller (which knows the setting) supplies it; this crate does not know what metrics mean.
-#[derive(Clone)]
-pub struct Theory(pub Arc<TheoryFn>);
-
-/// (run parameters, workflow, metric, generation) -> the expected value, where one applies.
-pub type TheoryFn = dyn Fn(&Params, Workflow, &str, u32) -> Option<f64> + Send + Sync;
-
-impl std::fmt::Debug for Theory {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Theory(..)")
-    }
-}
+use std::sync::Once;
+use thrive_core::{ParamValue, ResultsTable, Workflow};
 
 /// What to draw and where.
 #[derive(Debug, Clone)]
@@ -115,6 +102,12 @@ pub(crate) fn viridis(t: f64) -> RGBColor {
     let mix = |a: u8, b: u8| (a as f64 + (b as f64 - a as f64) * f).round() as u8;
     let (a, b) = (STOPS[i], STOPS[i + 1]);
     RGBColor(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
+}
+
+/// The colour of line `j` of `n`: spread along viridis, stopping short of its pale yellow end,
+/// which is hard to see on white.
+pub(crate) fn hue_colour(j: usize, n: usize) -> RGBColor {
+    viridis(if n > 1 { 0.85 * j as f64 / (n - 1) as f64 } else { 0.4 })
 }
 
 /// Draws every trajectory figure of `table` as PNG and SVG; returns the files written.
@@ -409,8 +402,7 @@ fn draw<DB: DrawingBackend>(
                     .draw()
                     .map_err(err)?;
                 for (j, curve) in panel.curves.iter().enumerate() {
-                    // Stop short of viridis' pale yellow end, which is hard to see on white.
-                    let color = viridis(if hues > 1 { 0.85 * j as f64 / (hues - 1) as f64 } else { 0.4 });
+                    let color = hue_colour(j, hues);
                     let visible: Vec<&(u32, Band)> =
                         curve.points.iter().filter(|(_, b)| !log_y || (b.lo > 0.0 && b.mean > 0.0)).collect();
                     let mut band: Vec<(u32, f64)> = visible.iter().map(|(g, b)| (*g, b.hi)).collect();
@@ -420,8 +412,7 @@ fn draw<DB: DrawingBackend>(
                         .draw_series(LineSeries::new(visible.iter().map(|(g, b)| (*g, b.mean)), color.stroke_width(2)))
                         .map_err(err)?;
                     if k + 1 == fig.panels.len() {
-                        line.label(curve.label.clone())
-                            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(3)));
+                        line.label(curve.label.clone()).legend(line_key(color));
                     }
                     let theory: Vec<(u32, f64)> =
                         curve.theory.iter().copied().filter(|(_, v)| v.is_finite() && (!log_y || *v > 0.0)).collect();
@@ -430,12 +421,7 @@ fn draw<DB: DrawingBackend>(
                     }
                 }
                 if k + 1 == fig.panels.len() && theory_points(fig) > 0 {
-                    let gray = RGBColor(90, 90, 90);
-                    chart
-                        .draw_series(LineSeries::new(std::iter::empty::<(u32, f64)>(), gray))
-                        .map_err(err)?
-                        .label("theory (dashed)")
-                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 6, y)], gray.stroke_width(2)));
+                    theory_key(&mut chart).map_err(err)?;
                 }
                 if k + 1 == fig.panels.len() {
                     // Name the shaded band in the legend (or say there is none).
@@ -449,14 +435,7 @@ fn draw<DB: DrawingBackend>(
                         .map_err(err)?
                         .label(band)
                         .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 18, y + 5)], BLACK.mix(0.2).filled()));
-                    chart
-                        .configure_series_labels()
-                        .position(SeriesLabelPosition::UpperLeft)
-                        .label_font((FONT, 13))
-                        .background_style(WHITE.mix(0.8))
-                        .border_style(BLACK)
-                        .draw()
-                        .map_err(err)?;
+                    draw_legend(&mut chart, SeriesLabelPosition::UpperLeft, 13).map_err(err)?;
                 }
             }};
         }

@@ -2,7 +2,8 @@
 //! value-of-synthetic heatmap: `num_real` × `num_synthetic`), as a heatmap, as lines against the
 //! column parameter, and as a table.
 
-use crate::figure::{ensure_font, figure_names, file_safe, render, sort_key, viridis, Drawing, FONT};
+use crate::figure::{ensure_font, figure_names, file_safe, hue_colour, render, sort_key, viridis, Drawing, FONT};
+use crate::legend::{draw_legend, line_key};
 use crate::{Error, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -286,24 +287,17 @@ impl Drawing for Lines<'_> {
                     .draw()
                     .map_err(err)?;
                 for (r, row) in g.rows.iter().enumerate() {
-                    let color = viridis(if n > 1 { 0.85 * r as f64 / (n - 1) as f64 } else { 0.4 });
+                    let color = hue_colour(r, n);
                     let points: Vec<(f64, f64)> =
                         g.mean[r].iter().enumerate().filter_map(|(c, v)| v.map(|v| (c as f64, v))).collect();
                     chart
                         .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
                         .map_err(err)?
                         .label(format!("{} = {row}", g.row_param))
-                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(3)));
+                        .legend(line_key(color));
                     chart.draw_series(points.into_iter().map(|p| Circle::new(p, 3, color.filled()))).map_err(err)?;
                 }
-                chart
-                    .configure_series_labels()
-                    .position(SeriesLabelPosition::UpperRight)
-                    .label_font((FONT, 12))
-                    .background_style(WHITE.mix(0.8))
-                    .border_style(BLACK)
-                    .draw()
-                    .map_err(err)?;
+                draw_legend(&mut chart, SeriesLabelPosition::UpperRight, 12).map_err(err)?;
             }};
         }
         let mut builder = ChartBuilder::on(&root);

@@ -14,21 +14,26 @@
 //! above which synthetic rows stop helping) per source setting and draws the loss against the
 //! proportion of real data.
 //!
-//! It must not run experiments or know what a metric means.
+//! It must not run experiments. Only [`theory`] knows settings: which have a closed form (from
+//! their crates: the linear-regression test MSE, the discrete fixation generation) and where it
+//! holds; the figures and summaries draw any metric the same way.
 
 pub mod bandwidth;
 mod figure;
 mod grid;
+mod legend;
 mod per_run;
 mod stats;
 mod summary;
 pub mod table;
+pub mod theory;
 pub mod value;
 
-pub use figure::{trajectory_figures, FigureOptions, Theory};
+pub use figure::{trajectory_figures, FigureOptions};
 pub use grid::{grid, Grid};
 pub use per_run::{per_run_figure, RunTheory};
 pub use stats::{bootstrap_mean_ci, r_squared, Band};
+pub use theory::Theory;
 pub use summary::{
     summary_csv, summary_json, summary_markdown, summary_rows, summary_rows_with, summary_tables, summary_text,
     SummaryCell, SummaryRow,

@@ -1,7 +1,8 @@
 //! A per-run value against a run parameter: e.g. the discrete setting's fixation generation
 //! against n, one line per K, with a closed form dashed beside each line.
 
-use crate::figure::{ensure_font, render, sort_key, viridis, Drawing, FONT};
+use crate::figure::{ensure_font, hue_colour, render, sort_key, Drawing, FONT};
+use crate::legend::{draw_legend, line_key, theory_key};
 use crate::{Error, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -114,13 +115,13 @@ impl Drawing for PerRun {
             .map_err(err)?;
         let n = self.lines.len();
         for (j, line) in self.lines.iter().enumerate() {
-            let color = viridis(if n > 1 { 0.85 * j as f64 / (n - 1) as f64 } else { 0.4 });
+            let color = hue_colour(j, n);
             let pts: Vec<(f64, f64)> = line.points.iter().filter(|p| p.1 > 0.0).map(|p| (p.0, p.1)).collect();
             chart
                 .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
                 .map_err(err)?
                 .label(line.label.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(3)));
+                .legend(line_key(color));
             chart.draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled()))).map_err(err)?;
             let theory: Vec<(f64, f64)> = line.theory.iter().copied().filter(|t| t.1 > 0.0).collect();
             if !theory.is_empty() {
@@ -128,21 +129,9 @@ impl Drawing for PerRun {
             }
         }
         if self.lines.iter().any(|l| !l.theory.is_empty()) {
-            let gray = RGBColor(90, 90, 90);
-            chart
-                .draw_series(LineSeries::new(std::iter::empty::<(f64, f64)>(), gray))
-                .map_err(err)?
-                .label("theory (dashed)")
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 6, y)], gray.stroke_width(2)));
+            theory_key(&mut chart).map_err(err)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .label_font((FONT, 13))
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(err)?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperLeft, 13).map_err(err)?;
         Ok(())
     }
 }

@@ -16,7 +16,8 @@
 //! that does not; "below the smallest" when the smallest row already does not gain, "none in the
 //! grid" when every row gains. Seeds that cross inside the grid give the mean ± standard error.
 
-use crate::figure::{ensure_font, facet_labels, file_safe, render, sort_key, viridis, Drawing, FONT};
+use crate::figure::{ensure_font, facet_labels, file_safe, hue_colour, render, sort_key, Drawing, FONT};
+use crate::legend::{draw_legend, line_key};
 use crate::{Error, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -625,7 +626,7 @@ impl Drawing for LineFigure {
                         .draw()
                         .map_err(err)?;
                     for (j, s) in panel.series.iter().enumerate() {
-                        let color = viridis(if n > 1 { 0.85 * j as f64 / (n - 1) as f64 } else { 0.4 });
+                        let color = hue_colour(j, n);
                         let pts: Vec<(f64, f64)> =
                             s.points.iter().filter(|p| !self.log_y || p.1 > 0.0).map(|p| (p.0, p.1)).collect();
                         chart
@@ -637,18 +638,11 @@ impl Drawing for LineFigure {
                             .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
                             .map_err(err)?
                             .label(s.label.clone())
-                            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(3)));
+                            .legend(line_key(color));
                         chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled()))).map_err(err)?;
                     }
                     if n <= 16 {
-                        chart
-                            .configure_series_labels()
-                            .position(SeriesLabelPosition::UpperRight)
-                            .label_font((FONT, 11))
-                            .background_style(WHITE.mix(0.8))
-                            .border_style(BLACK)
-                            .draw()
-                            .map_err(err)?;
+                        draw_legend(&mut chart, SeriesLabelPosition::UpperRight, 11).map_err(err)?;
                     }
                 }};
             }
