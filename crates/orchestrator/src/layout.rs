@@ -152,3 +152,30 @@ pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     })?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SourceQuality;
+
+    /// A cell's step id is its directory under `models/value`, whatever its kind.
+    #[test]
+    fn cell_ids_name_their_directories() {
+        let dir = RunDir { root: PathBuf::from("/runs/r") };
+        let quality = SourceQuality { real: Some(4), epochs: None, temperature: Some(0.5) };
+        let source = SourceId { seed: 3, index: 1, quality };
+        let cases = [
+            (0, 0, None, 0, "base"),
+            (8, 0, None, 1, "real-only/seed-1/real-8"),
+            (8, 16, Some(source), 2, "source-3-real-4-temperature-0.5/seed-2/real-8-synthetic-16"),
+        ];
+        for (num_real, num_synthetic, source, seed, rel) in cases {
+            let step = Step::Cell { num_real, num_synthetic, source, seed };
+            assert_eq!(step.id(), format!("cell/{rel}"));
+            assert_eq!(dir.cell(num_real, num_synthetic, source, seed), Path::new("/runs/r/models/value").join(rel));
+            assert_eq!(model_dir(&dir, step), Some(dir.cell(num_real, num_synthetic, source, seed)));
+        }
+        let lock = dir.step_lock(Step::Cell { num_real: 8, num_synthetic: 0, source: None, seed: 1 });
+        assert_eq!(lock, Path::new("/runs/r/locks/cell+real-only+seed-1+real-8.lock"));
+    }
+}
