@@ -2,6 +2,7 @@
 
 use crate::{Error, Result};
 use candle_core::{DType, Device};
+use std::str::FromStr;
 
 /// The precision a model runs in: the dtype its frozen weights are stored in and the dtype its
 /// activations are computed in. Trainable tensors, optimiser moments and the loss are f32 in
@@ -36,12 +37,121 @@ impl From<DType> for Precision {
     }
 }
 
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Precision {
+    type Err = Error;
+
+    /// `f32`, `bf16` or `bf16-mixed` (whether this build and device can run it is
+    /// [`device_for`]'s question).
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f32" => Ok(DType::F32.into()),
+            "bf16" => Ok(DType::BF16.into()),
+            "bf16-mixed" => Ok(Precision::BF16_MIXED),
+            other => Err(Error::Invalid(format!("dtype `{other}`: expected f32, bf16 or bf16-mixed"))),
+        }
+    }
+}
+
+/// A precision as a user names it (`--dtype`, run.toml's `dtype`): `auto` (bf16 on CUDA, f32 on
+/// the CPU, decided by [`device_for`] once the device is known) or a fixed one. Parsed from and
+/// written as `auto`, `f32`, `bf16` or `bf16-mixed`, in serde too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PrecisionChoice {
+    /// The device's own default.
+    #[default]
+    Auto,
+    /// This precision wherever the model runs.
+    Fixed(Precision),
+}
+
+impl std::fmt::Display for PrecisionChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PrecisionChoice::Auto => f.write_str("auto"),
+            PrecisionChoice::Fixed(p) => p.fmt(f),
+        }
+    }
+}
+
+impl FromStr for PrecisionChoice {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(PrecisionChoice::Auto),
+            other => other
+                .parse()
+                .map(PrecisionChoice::Fixed)
+                .map_err(|_| Error::Invalid(format!("dtype `{other}`: expected auto, f32, bf16 or bf16-mixed"))),
+        }
+    }
+}
+
+impl serde::Serialize for PrecisionChoice {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for PrecisionChoice {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        let s = <String as serde::Deserialize>::deserialize(deserializer)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// What sampling's `--dtype` names: a precision for a safetensors model, or `gguf`, which is a
+/// way of loading rather than a precision (a GGUF file's own quantized matrices, f32
+/// activations: [`crate::Gemma::load_gguf`]). Parsed from and written as `gguf` or a
+/// [`PrecisionChoice`]'s name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeWeights {
+    /// A safetensors model in this precision.
+    Precision(PrecisionChoice),
+    /// A GGUF file's quantized weights.
+    Gguf,
+}
+
+impl Default for DecodeWeights {
+    fn default() -> Self {
+        DecodeWeights::Precision(PrecisionChoice::Auto)
+    }
+}
+
+impl std::fmt::Display for DecodeWeights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeWeights::Precision(p) => p.fmt(f),
+            DecodeWeights::Gguf => f.write_str("gguf"),
+        }
+    }
+}
+
+impl FromStr for DecodeWeights {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "gguf" => Ok(DecodeWeights::Gguf),
+            other => other
+                .parse()
+                .map(DecodeWeights::Precision)
+                .map_err(|_| Error::Invalid(format!("dtype `{other}`: expected auto, f32, bf16, bf16-mixed or gguf"))),
+        }
+    }
+}
+
 /// The device named by `choice` (`auto`: CUDA when this build has it and a GPU answers, else the
-/// CPU; `cpu`; `cuda`) and the precision there: `dtype` (`f32`, `bf16` or `bf16-mixed`) when
-/// given, else bf16 on CUDA (the paper's precision) and f32 on the CPU, where candle's bf16
-/// elementwise ops are slow. Trainable tensors, optimiser moments and the loss are f32 either
-/// way.
-pub fn device_for(choice: &str, dtype: Option<&str>) -> Result<(Device, Precision)> {
+/// CPU; `cpu`; `cuda`) and the precision there: `dtype` when fixed, else bf16 on CUDA (the
+/// paper's precision) and f32 on the CPU, where candle's bf16 elementwise ops are slow.
+/// Trainable tensors, optimiser moments and the loss are f32 either way.
+pub fn device_for(choice: &str, dtype: PrecisionChoice) -> Result<(Device, Precision)> {
     let device = match choice {
         "cpu" => Device::Cpu,
         "auto" if !candle_core::utils::cuda_is_available() => {
@@ -66,24 +176,21 @@ pub fn device_for(choice: &str, dtype: Option<&str>) -> Result<(Device, Precisio
         other => return Err(Error::Invalid(format!("device `{other}`: expected auto, cpu or cuda"))),
     };
     let precision = match dtype {
-        None | Some("auto") if device.is_cuda() => DType::BF16.into(),
-        None | Some("auto") => DType::F32.into(),
-        Some("f32") => DType::F32.into(),
-        Some("bf16") => DType::BF16.into(),
-        Some("bf16-mixed") if device.is_cuda() => {
+        PrecisionChoice::Auto if device.is_cuda() => DType::BF16.into(),
+        PrecisionChoice::Auto => DType::F32.into(),
+        PrecisionChoice::Fixed(Precision::BF16_MIXED) if device.is_cuda() => {
             return Err(Error::Invalid(
                 "dtype bf16-mixed is for the CPU; on CUDA use bf16 (the default there) or f32".into(),
             ))
         }
-        Some("bf16-mixed") if !crate::matmul::mixed_products() => {
+        PrecisionChoice::Fixed(Precision::BF16_MIXED) if !crate::matmul::mixed_products() => {
             return Err(Error::Invalid(
                 "dtype bf16-mixed needs the mkl build (cargo build --release -p thrive-cli --features mkl, after \
                  scripts/setup-mkl.sh); use f32"
                     .into(),
             ))
         }
-        Some("bf16-mixed") => Precision::BF16_MIXED,
-        Some(other) => return Err(Error::Invalid(format!("dtype `{other}`: expected auto, f32, bf16 or bf16-mixed"))),
+        PrecisionChoice::Fixed(p) => p,
     };
     Ok((device, precision))
 }
@@ -92,14 +199,20 @@ pub fn device_for(choice: &str, dtype: Option<&str>) -> Result<(Device, Precisio
 mod tests {
     use super::*;
 
+    /// `device_for` with `dtype` parsed as `--dtype` is.
+    fn on_cpu(dtype: Option<&str>) -> Result<(Device, Precision)> {
+        device_for("cpu", dtype.map(str::parse).transpose()?.unwrap_or_default())
+    }
+
     #[test]
     fn dtype_names_and_errors() {
-        let (_, p) = device_for("cpu", None).unwrap();
+        let (_, p) = on_cpu(None).unwrap();
         assert_eq!(p.name(), "f32");
-        assert_eq!(device_for("cpu", Some("bf16")).unwrap().1.name(), "bf16");
-        let err = device_for("cpu", Some("f16")).unwrap_err().to_string();
-        assert!(err.contains("f16") && err.contains("bf16-mixed"), "{err}");
-        match device_for("cpu", Some("bf16-mixed")) {
+        assert_eq!(on_cpu(Some("auto")).unwrap().1.name(), "f32");
+        assert_eq!(on_cpu(Some("bf16")).unwrap().1.name(), "bf16");
+        let err = on_cpu(Some("f16")).unwrap_err().to_string();
+        assert!(err.contains("f16") && err.contains("auto") && err.contains("bf16-mixed"), "{err}");
+        match on_cpu(Some("bf16-mixed")) {
             Ok((_, p)) => {
                 assert!(crate::matmul::mixed_products());
                 assert_eq!((p, p.name()), (Precision::BF16_MIXED, "bf16-mixed"));
@@ -111,5 +224,25 @@ mod tests {
                 assert!(e.contains("mkl") && e.contains("use f32"), "{e}");
             }
         }
+    }
+
+    /// Every name parses back to what displays it, in serde (a run.toml string) too.
+    #[test]
+    fn names_round_trip() {
+        for name in ["auto", "f32", "bf16", "bf16-mixed"] {
+            let choice: PrecisionChoice = name.parse().unwrap();
+            assert_eq!(choice.to_string(), name);
+            let json = serde_json::to_string(&choice).unwrap();
+            assert_eq!(json, format!("\"{name}\""));
+            assert_eq!(serde_json::from_str::<PrecisionChoice>(&json).unwrap(), choice);
+            assert_eq!(name.parse::<DecodeWeights>().unwrap(), DecodeWeights::Precision(choice));
+        }
+        assert_eq!("gguf".parse::<DecodeWeights>().unwrap(), DecodeWeights::Gguf);
+        assert_eq!(DecodeWeights::Gguf.to_string(), "gguf");
+        let err = serde_json::from_str::<PrecisionChoice>("\"gguf\"").unwrap_err().to_string();
+        assert!(err.contains("expected auto, f32, bf16 or bf16-mixed"), "{err}");
+        let err = "q4".parse::<DecodeWeights>().unwrap_err().to_string();
+        assert!(err.contains("bf16-mixed or gguf"), "{err}");
+        assert!("auto".parse::<Precision>().is_err());
     }
 }

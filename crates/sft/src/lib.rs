@@ -35,7 +35,7 @@ mod weights;
 
 pub use config::GemmaConfig;
 pub use data::{read_jsonl, Example, TextEncoder, Tokenized};
-pub use device::{device_for, Precision};
+pub use device::{device_for, DecodeWeights, Precision, PrecisionChoice};
 pub use error::{Error, Result};
 pub use export::export;
 pub use gguf::{convert_gguf, gguf_model_dir, quantized_source};

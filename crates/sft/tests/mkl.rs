@@ -196,7 +196,7 @@ fn a_bf16_mixed_lora_step_stays_within_bf16_rounding_of_f32() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-gemma2");
     let reference = candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu).unwrap();
     let b = batch(&reference);
-    let (_, mixed) = device_for("cpu", Some("bf16-mixed")).unwrap();
+    let (_, mixed) = device_for("cpu", "bf16-mixed".parse().unwrap()).unwrap();
     assert_eq!(mixed, Precision::BF16_MIXED);
     let step = |precision: Precision| {
         let (model, vars) = lora_model(&dir, precision);

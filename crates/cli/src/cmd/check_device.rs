@@ -107,7 +107,7 @@ pub fn run(a: Args) -> Result<()> {
         drop(reference_model);
         let reference = run_on(dir, &Device::Cpu, DType::F32.into(), &adapters, false).context("the CPU reference")?;
         for dtype_name in &a.dtype {
-            let (device, dtype) = device_for(&a.device, Some(dtype_name)).context("--device")?;
+            let (device, dtype) = device_for(&a.device, dtype_name.parse()?).context("--device")?;
             let started = std::time::Instant::now();
             let got = run_on(dir, &device, dtype, &adapters, true)
                 .with_context(|| format!("{} on {device:?}", dir.display()))?;

@@ -1,12 +1,21 @@
 //! `thrive sample`: one generation's model samples that generation's synthetic data into the pool.
 
 use anyhow::{bail, Context, Result};
+use candle_core::DType;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use std::path::PathBuf;
 use thrive_core::fsutil::{recorded_model, relative_to};
 use thrive_core::{Seeds, Stream, Workflow};
 use thrive_pool::{BatchKey, PoolWriter, TokenCounter};
 use thrive_sampler::{file_sha256, synthesize, Mode, Origin, SamplerSettings};
-use thrive_sft::{device_for, quantized_source, resolve_model_dir, Gemma, LoraConfig, TextEncoder};
+use thrive_sft::{
+    device_for, quantized_source, resolve_model_dir, DecodeWeights, Gemma, LoraConfig, PrecisionChoice, TextEncoder,
+};
+
+/// `--dtype`'s values, as `--help` lists them, parsed by [`DecodeWeights`]' `FromStr`.
+fn dtype_parser() -> impl TypedValueParser<Value = DecodeWeights> {
+    PossibleValuesParser::new(["f32", "bf16", "bf16-mixed", "gguf"]).try_map(|s| s.parse::<DecodeWeights>())
+}
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -59,8 +68,8 @@ pub struct Args {
     /// the GGUF file's own quantized weights with f32 activations (--model a .gguf file; fastest
     /// on the CPU, within a stated tolerance of f32); bf16-mixed: bf16 weights, f32 activations
     /// (CPU, mkl build).
-    #[arg(long, value_parser = ["f32", "bf16", "bf16-mixed", "gguf"])]
-    dtype: Option<String>,
+    #[arg(long, value_parser = dtype_parser())]
+    dtype: Option<DecodeWeights>,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -79,7 +88,7 @@ pub fn run(a: Args) -> Result<()> {
     if a.generation == 0 {
         bail!("--generation: the first model is generation 1");
     }
-    let (model_dir, model) = load_for_decoding(&a.model, a.adapter.as_deref(), &a.device, a.dtype.as_deref())?;
+    let (model_dir, model) = load_for_decoding(&a.model, a.adapter.as_deref(), &a.device, a.dtype.unwrap_or_default())?;
     let tokenizer_path = model_dir.join("tokenizer.json");
     let enc = TextEncoder::from_file(&tokenizer_path)?;
     let (adapter_path, adapter_sha256) = match &a.adapter {
@@ -137,10 +146,14 @@ fn load_for_decoding(
     spec: &str,
     adapter: Option<&std::path::Path>,
     device: &str,
-    dtype: Option<&str>,
+    weights: DecodeWeights,
 ) -> Result<(PathBuf, Gemma)> {
-    let quantized = dtype == Some("gguf");
-    let (device, dtype) = device_for(device, if quantized { Some("f32") } else { dtype }).context("--device")?;
+    let (quantized, dtype) = match weights {
+        // The GGUF file's quantized matrices with f32 activations.
+        DecodeWeights::Gguf => (true, PrecisionChoice::Fixed(DType::F32.into())),
+        DecodeWeights::Precision(p) => (false, p),
+    };
+    let (device, dtype) = device_for(device, dtype).context("--device")?;
     // Refused before a Hub download or a GGUF conversion.
     let gguf = if quantized { Some(quantized_source(spec)?) } else { None };
     let model_dir = resolve_model_dir(spec)?;
@@ -202,8 +215,8 @@ pub struct GenerateArgs {
     /// the GGUF file's own quantized weights with f32 activations (--model a .gguf file; fastest
     /// on the CPU, within a stated tolerance of f32); bf16-mixed: bf16 weights, f32 activations
     /// (CPU, mkl build).
-    #[arg(long, value_parser = ["f32", "bf16", "bf16-mixed", "gguf"])]
-    dtype: Option<String>,
+    #[arg(long, value_parser = dtype_parser())]
+    dtype: Option<DecodeWeights>,
     /// Keep going past EOS, so that every prompt gets exactly --max-new-tokens (benchmarks).
     #[arg(long)]
     ignore_eos: bool,
@@ -221,7 +234,7 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
         ignore_eos: a.ignore_eos,
     };
     settings.check().map_err(|e| anyhow::anyhow!("sampler settings: {e}"))?;
-    let (model_dir, model) = load_for_decoding(&a.model, a.adapter.as_deref(), &a.device, a.dtype.as_deref())?;
+    let (model_dir, model) = load_for_decoding(&a.model, a.adapter.as_deref(), &a.device, a.dtype.unwrap_or_default())?;
     let enc = TextEncoder::from_file(&model_dir.join("tokenizer.json"))?;
     let prompts: Vec<Vec<u32>> = a
         .prompt

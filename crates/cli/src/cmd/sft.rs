@@ -1,14 +1,15 @@
 //! `thrive sft`: fine-tune one generation's model on a pool view (or on jsonl files).
 
 use anyhow::{bail, Context, Result};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use std::path::PathBuf;
 use thrive_core::manifest::{Manifest, Stopwatch};
 use thrive_core::Workflow;
 use thrive_orchestrator::to_sft;
 use thrive_pool::{BatchKey, Pick, Pool, View};
 use thrive_sft::{
-    device_for, read_jsonl, resolve_model_dir, train, Example, Gemma, RunControl, SftSettings, TextEncoder,
-    TrainConfig, LORA_TARGETS,
+    device_for, read_jsonl, resolve_model_dir, train, Example, Gemma, PrecisionChoice, RunControl, SftSettings,
+    TextEncoder, TrainConfig, LORA_TARGETS,
 };
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -155,13 +156,18 @@ pub struct Args {
     /// (CPU, mkl build): LoRA stores the frozen weights in bf16, --full keeps f32 masters and
     /// rounds them for each product, as PyTorch's CPU autocast. Trained tensors, AdamW moments
     /// and the loss are f32 in every precision.
-    #[arg(long, value_parser = ["f32", "bf16", "bf16-mixed"])]
-    dtype: Option<String>,
+    #[arg(long, value_parser = dtype_parser())]
+    dtype: Option<PrecisionChoice>,
+}
+
+/// `--dtype`'s values, as `--help` lists them, parsed by [`PrecisionChoice`]'s `FromStr`.
+fn dtype_parser() -> impl TypedValueParser<Value = PrecisionChoice> {
+    PossibleValuesParser::new(["f32", "bf16", "bf16-mixed"]).try_map(|s| s.parse::<PrecisionChoice>())
 }
 
 pub fn run(a: Args) -> Result<()> {
     let watch = Stopwatch::start();
-    let (device, dtype) = device_for(a.device.name(), a.dtype.as_deref()).context("--device")?;
+    let (device, dtype) = device_for(a.device.name(), a.dtype.unwrap_or_default()).context("--device")?;
     let cfg = train_config(&a)?;
     let model_dir = resolve_model_dir(&a.model)?;
     let enc = TextEncoder::from_file(&model_dir.join("tokenizer.json"))?;
