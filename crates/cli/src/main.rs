@@ -71,7 +71,7 @@ impl Color {
 #[derive(Subcommand)]
 enum Command {
     /// The embedded demo: every workflow for a few generations of a tiny Gemma 2, on CPU, offline.
-    Demo(cmd::run::DemoArgs),
+    Demo(cmd::demo::Args),
     /// Fit and resample multivariate Gaussians (docs/protocol.md §2).
     Gaussian(cmd::gaussian::Args),
     /// Fit and resample kernel density estimates (docs/protocol.md §3).
@@ -90,12 +90,12 @@ enum Command {
     /// Continue a few prompts with a model and print the text.
     Generate(cmd::sample::GenerateArgs),
     /// Run (or continue) a multi-generation language-model run from a run file.
-    Run(cmd::run::RunArgs),
+    Run(cmd::run::Args),
     /// Submit a run's steps as Slurm jobs (sbatch): one job per step, arrays of value-grid cells,
     /// afterok dependencies; only what is neither done nor running.
-    Submit(cmd::run::SubmitArgs),
+    Submit(cmd::submit::Args),
     /// What a run directory has done and what is left.
-    Status(cmd::run::StatusArgs),
+    Status(cmd::status::Args),
     /// Draw figures and a summary table from a results file.
     Report(cmd::report::Args),
     /// Compare a device against the CPU on small models: logits, loss, LoRA gradients, greedy
@@ -148,10 +148,10 @@ fn main() -> ExitCode {
         Command::Sft(args) => cmd::sft::run(args),
         Command::Sample(args) => cmd::sample::run(args),
         Command::Generate(args) => cmd::sample::generate(args),
-        Command::Demo(args) => cmd::run::demo(args),
+        Command::Demo(args) => cmd::demo::run(args),
         Command::Run(args) => cmd::run::run(args),
-        Command::Submit(args) => cmd::run::submit(args),
-        Command::Status(args) => cmd::run::status(args),
+        Command::Submit(args) => cmd::submit::run(args),
+        Command::Status(args) => cmd::status::run(args),
         Command::Report(args) => cmd::report::run(args),
         Command::CheckDevice(args) => cmd::check_device::run(args),
     };

@@ -1,9 +1,6 @@
-//! Flag parsing and output helpers shared by subcommands.
+//! Flag parsing shared by subcommands: table formats, the loop knobs, seed and number lists.
 
-use anyhow::{bail, Context, Result};
-use std::path::{Path, PathBuf};
-use thrive_core::manifest::Stopwatch;
-use thrive_core::{Manifest, ResultsTable};
+use anyhow::{bail, Result};
 
 /// How `report` and `status` print their tables.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
@@ -156,59 +153,6 @@ where
         bail!("{flag}: empty list");
     }
     Ok(out)
-}
-
-/// Writes results and their manifest, and logs where they are.
-pub fn write_results(
-    table: &ResultsTable,
-    out: &Path,
-    config: serde_json::Value,
-    seeds: &str,
-    watch: &Stopwatch,
-) -> Result<PathBuf> {
-    table.write_parquet(out).with_context(|| format!("writing {}", out.display()))?;
-    let manifest = Manifest {
-        tool: "thrive".into(),
-        version: thrive_core::VERSION.into(),
-        git_commit: thrive_core::GIT_COMMIT.into(),
-        setting: table.setting.clone(),
-        command: std::env::args().collect(),
-        config,
-        seeds: seeds.into(),
-        started_unix: watch.started_unix(),
-        wall_seconds: watch.seconds(),
-        threads: rayon::current_num_threads(),
-        runs: table.runs.len(),
-        rows: table.num_rows(),
-        results: out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-    };
-    let mpath = manifest.write_beside(out)?;
-    tracing::info!(
-        "wrote {} rows ({} runs) to {} in {:.1} s; manifest {}",
-        table.num_rows(),
-        table.runs.len(),
-        out.display(),
-        watch.seconds(),
-        mpath.display()
-    );
-    Ok(mpath)
-}
-
-/// `--tensorboard DIR` before a run: DIR must be writable (checked before hours of work).
-pub fn check_tensorboard(dir: Option<&Path>) -> Result<()> {
-    if let Some(dir) = dir {
-        thrive_core::tensorboard::check_dir(dir)?;
-    }
-    Ok(())
-}
-
-/// `--tensorboard DIR` after a run: the results' per-generation metrics as event files.
-pub fn tensorboard(dir: Option<&Path>, table: &ResultsTable) -> Result<()> {
-    if let Some(dir) = dir {
-        thrive_core::tensorboard::write_table(table, dir)?;
-        tracing::info!("TensorBoard event files in {} (tensorboard --logdir {0})", dir.display());
-    }
-    Ok(())
 }
 
 #[cfg(test)]

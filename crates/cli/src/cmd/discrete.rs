@@ -1,6 +1,7 @@
 //! `thrive discrete`: the discrete-distribution setting.
 
-use super::common::{expand_knobs, flag_error, parse_list, parse_seeds, write_results, KnobArgs};
+use super::common::{expand_knobs, flag_error, parse_list, parse_seeds, KnobArgs};
+use super::output::{check_parquet, OutputArgs};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 use std::path::PathBuf;
@@ -31,20 +32,15 @@ pub struct Args {
     /// Results file (Parquet); the manifest is written beside it.
     #[arg(long, default_value = "results/discrete.parquet")]
     out: PathBuf,
-    /// Draw the figures and print the summary when done (as `thrive report`).
-    #[arg(long)]
-    report: bool,
-    /// Also write the per-generation metrics as TensorBoard event files under DIR, one
-    /// TensorBoard run per results run (`tensorboard --logdir DIR`).
-    #[arg(long, value_name = "DIR")]
-    tensorboard: Option<PathBuf>,
+    #[command(flatten)]
+    output: OutputArgs,
     #[command(flatten)]
     knobs: KnobArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
     let watch = Stopwatch::start();
-    super::common::check_tensorboard(args.tensorboard.as_deref())?;
+    args.output.check()?;
     let outcomes = parse_list::<usize>("--outcomes", &args.outcomes)?;
     let ns = parse_list::<usize>("--n", &args.n)?;
     let workflows = Workflow::parse_list(&args.workflow).context("--workflow")?;
@@ -59,9 +55,7 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(&n) = ns.iter().find(|&&n| n == 0) {
         bail!("--n: {n} draws per generation is too few (need at least 1)");
     }
-    if args.out.extension().and_then(|e| e.to_str()) != Some("parquet") {
-        bail!("--out {}: the results file must end in .parquet", args.out.display());
-    }
+    check_parquet(&args.out)?;
     let settings: Vec<Discrete> =
         outcomes.iter().map(|&k| Discrete::new(k)).collect::<thrive_core::Result<_>>().map_err(flag_error)?;
     let specs =
@@ -101,10 +95,5 @@ pub fn run(args: Args) -> Result<()> {
         "seeds": seeds.len(), "workflows": workflows.iter().map(|w| w.name()).collect::<Vec<_>>(),
         "knobs": knobs.manifest(),
     });
-    write_results(&table, &args.out, config, &args.seeds, &watch)?;
-    super::common::tensorboard(args.tensorboard.as_deref(), &table)?;
-    if args.report {
-        super::report::report_table(&table, &args.out)?;
-    }
-    Ok(())
+    args.output.finish(&table, &args.out, config, &args.seeds, &watch)
 }

@@ -1,6 +1,7 @@
 //! `thrive gaussian`: the multivariate-Gaussian setting.
 
-use super::common::{expand_knobs, flag_error, parse_list, parse_seeds, write_results, KnobArgs};
+use super::common::{expand_knobs, flag_error, parse_list, parse_seeds, KnobArgs};
+use super::output::{check_parquet, OutputArgs};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 use std::path::PathBuf;
@@ -61,20 +62,15 @@ pub struct Args {
     /// or results/gaussian-value.parquet with --value].
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Draw the figures and print the summary when done (as `thrive report`).
-    #[arg(long)]
-    report: bool,
-    /// Also write the per-generation metrics as TensorBoard event files under DIR, one
-    /// TensorBoard run per results run (`tensorboard --logdir DIR`).
-    #[arg(long, value_name = "DIR")]
-    tensorboard: Option<PathBuf>,
+    #[command(flatten)]
+    output: OutputArgs,
     #[command(flatten)]
     knobs: KnobArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
     let watch = Stopwatch::start();
-    super::common::check_tensorboard(args.tensorboard.as_deref())?;
+    args.output.check()?;
     if args.value {
         return run_value(args, watch);
     }
@@ -96,12 +92,8 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(&n) = ns.iter().find(|&&n| n < args.real) {
         bail!("--real {}: cannot keep more real points than n = {n}", args.real);
     }
-    check_out(&out)?;
-    let root = match args.root.as_str() {
-        "eigen" => Root::Eigen,
-        "cholesky" => Root::Cholesky,
-        other => bail!("--root: unknown square root `{other}` (expected eigen or cholesky)"),
-    };
+    check_parquet(&out)?;
+    let root = parse_root(&args.root)?;
     let settings: Vec<Gaussian> = dims
         .iter()
         .map(|&d| Gaussian::new(d, args.sigma2).map(|g| Gaussian { sample_points: args.sample_points, root, ..g }))
@@ -127,19 +119,16 @@ pub fn run(args: Args) -> Result<()> {
         "sigma2": args.sigma2, "real": args.real, "grid": args.grid, "sample_points": args.sample_points, "root": args.root,
         "knobs": knobs.manifest(),
     });
-    write_results(&table, &out, config, &args.seeds, &watch)?;
-    super::common::tensorboard(args.tensorboard.as_deref(), &table)?;
-    if args.report {
-        super::report::report_table(&table, &out)?;
-    }
-    Ok(())
+    args.output.finish(&table, &out, config, &args.seeds, &watch)
 }
 
-fn check_out(out: &std::path::Path) -> Result<()> {
-    if out.extension().and_then(|e| e.to_str()) != Some("parquet") {
-        bail!("--out {}: the results file must end in .parquet", out.display());
-    }
-    Ok(())
+/// `--root`: the sampling square root of the fitted covariance.
+fn parse_root(text: &str) -> Result<Root> {
+    Ok(match text {
+        "eigen" => Root::Eigen,
+        "cholesky" => Root::Cholesky,
+        other => bail!("--root: unknown square root `{other}` (expected eigen or cholesky)"),
+    })
 }
 
 /// `--value`: the value-of-synthetic grid; every size is checked before anything runs.
@@ -147,11 +136,7 @@ fn run_value(args: Args, watch: Stopwatch) -> Result<()> {
     let list = |flag: &str, given: &Option<String>, default: &str| {
         parse_list::<usize>(flag, given.as_deref().unwrap_or(default))
     };
-    let root = match args.root.as_str() {
-        "eigen" => Root::Eigen,
-        "cholesky" => Root::Cholesky,
-        other => bail!("--root: unknown square root `{other}` (expected eigen or cholesky)"),
-    };
+    let root = parse_root(&args.root)?;
     let grid = ValueGrid {
         dims: parse_list::<usize>("--dim", &args.dim)?,
         sigma2: args.sigma2,
@@ -162,7 +147,7 @@ fn run_value(args: Args, watch: Stopwatch) -> Result<()> {
         root,
     };
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from("results/gaussian-value.parquet"));
-    check_out(&out)?;
+    check_parquet(&out)?;
     grid.validate().map_err(flag_error)?;
     tracing::info!(
         "gaussian-value: {} cells (d {:?} × num_real {:?} × num_synthetic {:?} × source_real {:?} × {} seeds), {} threads",
@@ -179,10 +164,5 @@ fn run_value(args: Args, watch: Stopwatch) -> Result<()> {
         "value": true, "dim": grid.dims, "sigma2": grid.sigma2, "num_real": grid.num_real,
         "num_synthetic": grid.num_synthetic, "source_real": grid.source_real, "seeds": grid.seeds.len(), "root": args.root,
     });
-    write_results(&table, &out, config, &args.seeds, &watch)?;
-    super::common::tensorboard(args.tensorboard.as_deref(), &table)?;
-    if args.report {
-        super::report::report_table(&table, &out)?;
-    }
-    Ok(())
+    args.output.finish(&table, &out, config, &args.seeds, &watch)
 }

@@ -1,6 +1,7 @@
 //! `thrive kde`: the kernel-density setting.
 
-use super::common::{expand_knobs, flag_error, parse_list, parse_seeds, write_results, KnobArgs};
+use super::common::{expand_knobs, flag_error, parse_list, parse_seeds, KnobArgs};
+use super::output::{check_parquet, OutputArgs};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 use std::path::PathBuf;
@@ -50,13 +51,8 @@ pub struct Args {
     /// Results file (Parquet); the manifest is written beside it.
     #[arg(long, default_value = "results/kde.parquet")]
     out: PathBuf,
-    /// Draw the figures and print the summary when done (as `thrive report`).
-    #[arg(long)]
-    report: bool,
-    /// Also write the per-generation metrics as TensorBoard event files under DIR, one
-    /// TensorBoard run per results run (`tensorboard --logdir DIR`).
-    #[arg(long, value_name = "DIR")]
-    tensorboard: Option<PathBuf>,
+    #[command(flatten)]
+    output: OutputArgs,
     #[command(flatten)]
     knobs: KnobArgs,
 }
@@ -68,7 +64,7 @@ const SCHEDULES: &str = "0.5,0.5*t^-0.1,0.5*t^-0.25,0.5*t^-0.5,0.5*t^-1";
 
 pub fn run(args: Args) -> Result<()> {
     let watch = Stopwatch::start();
-    super::common::check_tensorboard(args.tensorboard.as_deref())?;
+    args.output.check()?;
     let (datasets, bandwidths, ns, default_generations) = match args.grid.as_deref() {
         None => (args.dataset.as_str(), args.bandwidth.as_str(), args.n.as_str(), 100),
         Some("main") => ("all", MAIN_BANDWIDTHS, PAPER_NS, 100),
@@ -96,9 +92,7 @@ pub fn run(args: Args) -> Result<()> {
     if !(args.test_fraction > 0.0 && args.test_fraction < 1.0) {
         bail!("--test-fraction {}: must be between 0 and 1", args.test_fraction);
     }
-    if args.out.extension().and_then(|e| e.to_str()) != Some("parquet") {
-        bail!("--out {}: the results file must end in .parquet", args.out.display());
-    }
+    check_parquet(&args.out)?;
 
     // (name, real data, n values)
     let mut sources: Vec<(String, RealData, Vec<usize>)> = Vec::new();
@@ -178,10 +172,5 @@ pub fn run(args: Args) -> Result<()> {
         "grid": args.grid, "blobs": args.blobs, "data": args.data, "columns": args.columns,
         "test_fraction": args.test_fraction, "knobs": knobs.manifest(),
     });
-    write_results(&table, &args.out, config, &seeds_text, &watch)?;
-    super::common::tensorboard(args.tensorboard.as_deref(), &table)?;
-    if args.report {
-        super::report::report_table(&table, &args.out)?;
-    }
-    Ok(())
+    args.output.finish(&table, &args.out, config, &seeds_text, &watch)
 }

@@ -1,6 +1,7 @@
 //! `thrive linreg`: the linear-regression setting.
 
-use super::common::{expand_knobs, flag_error, parse_list, parse_seeds, write_results, KnobArgs};
+use super::common::{expand_knobs, flag_error, parse_list, parse_seeds, KnobArgs};
+use super::output::{check_parquet, OutputArgs};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 use std::path::PathBuf;
@@ -35,20 +36,15 @@ pub struct Args {
     /// Results file (Parquet); the manifest is written beside it.
     #[arg(long, default_value = "results/linreg.parquet")]
     out: PathBuf,
-    /// Draw the figures and print the summary when done (as `thrive report`).
-    #[arg(long)]
-    report: bool,
-    /// Also write the per-generation metrics as TensorBoard event files under DIR, one
-    /// TensorBoard run per results run (`tensorboard --logdir DIR`).
-    #[arg(long, value_name = "DIR")]
-    tensorboard: Option<PathBuf>,
+    #[command(flatten)]
+    output: OutputArgs,
     #[command(flatten)]
     knobs: KnobArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
     let watch = Stopwatch::start();
-    super::common::check_tensorboard(args.tensorboard.as_deref())?;
+    args.output.check()?;
     let (dims, ns, sigma2s) = match args.grid.as_deref() {
         None => (
             parse_list::<usize>("--dim", &args.dim)?,
@@ -67,9 +63,7 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(&n) = ns.iter().find(|&&n| n == 0) {
         bail!("--n: {n} rows is too few (a design needs at least 1)");
     }
-    if args.out.extension().and_then(|e| e.to_str()) != Some("parquet") {
-        bail!("--out {}: the results file must end in .parquet", args.out.display());
-    }
+    check_parquet(&args.out)?;
     let mut settings = Vec::new();
     for &d in &dims {
         for &s in &sigma2s {
@@ -102,10 +96,5 @@ pub fn run(args: Args) -> Result<()> {
         "workflows": workflows.iter().map(|w| w.name()).collect::<Vec<_>>(), "grid": args.grid,
         "test_points": thrive_linreg::TEST_POINTS, "knobs": knobs.manifest(),
     });
-    write_results(&table, &args.out, config, &args.seeds, &watch)?;
-    super::common::tensorboard(args.tensorboard.as_deref(), &table)?;
-    if args.report {
-        super::report::report_table(&table, &args.out)?;
-    }
-    Ok(())
+    args.output.finish(&table, &args.out, config, &args.seeds, &watch)
 }

@@ -3,11 +3,10 @@
 use super::common::Format;
 use anyhow::{Context, Result};
 use std::path::PathBuf;
-use thrive_core::ResultsTable;
-use thrive_core::{Params, Workflow};
+use thrive_core::{ResultsTable, Workflow};
 use thrive_report::{
-    summary_csv, summary_json, summary_markdown, summary_rows_with, summary_text, trajectory_figures, FigureOptions,
-    SummaryCell, SummaryRow, Theory,
+    summary_csv, summary_json, summary_markdown, summary_rows_with, summary_text, theory, trajectory_figures,
+    FigureOptions,
 };
 
 #[derive(clap::Args)]
@@ -112,7 +111,7 @@ fn draw_and_summarise(table: &ResultsTable, args: &Args) -> Result<()> {
             // Losses in nats per token vary within a factor of two: a linear axis reads better.
             opts.log_y = Some(false);
         }
-        opts.theory = theory(table);
+        opts.theory = theory::closed_form(table);
         if table.setting == "discrete" {
             // Replace runs end at fixation: carry their last values (entropy 0) forward.
             opts.carry_forward = true;
@@ -125,20 +124,13 @@ fn draw_and_summarise(table: &ResultsTable, args: &Args) -> Result<()> {
         let extra = if table.setting == "kde" {
             thrive_report::bandwidth::bandwidth_figures(table, &out_dir, &generations)?
         } else if table.setting == "discrete" {
-            let theory = |p: &Params| {
-                let num = |k: &str| p.get(k).and_then(|v| v.as_f64());
-                if !paper_loop(p) {
-                    return None;
-                }
-                Some(thrive_discrete::theory_fixation(num("K")? as usize, num("n")? as usize))
-            };
             thrive_report::per_run_figure(
                 table,
                 "n",
                 "fixation_generation",
                 "K",
                 Workflow::Replace,
-                Some(&theory),
+                Some(&theory::fixation),
                 &out_dir,
             )?
         } else {
@@ -147,12 +139,12 @@ fn draw_and_summarise(table: &ResultsTable, args: &Args) -> Result<()> {
         tracing::info!("wrote {} figure files to {}", files.len() + extra.len(), out_dir.display());
     }
     let mut rows = summary_rows_with(table, &generations, &args.metric, table.setting == "discrete");
-    rows.extend(theory_rows(table, &rows));
+    rows.extend(theory::rows(table, &rows));
     let notes = || {
         if table.setting == "discrete" {
-            print!("{}", fixation_text(table));
+            print!("{}", theory::fixation_text(table));
         }
-        for note in theory_notes(table) {
+        for note in theory::notes(table) {
             println!("note: {note}");
         }
     };
@@ -169,118 +161,6 @@ fn draw_and_summarise(table: &ResultsTable, args: &Args) -> Result<()> {
         Format::Json => println!("{}", serde_json::to_string_pretty(&summary_json(&rows))?),
     }
     Ok(())
-}
-
-/// The closed forms a setting has, for the figures' dashed lines and the summary.
-fn theory(table: &ResultsTable) -> Option<Theory> {
-    match table.setting.as_str() {
-        "linreg" => Some(Theory(std::sync::Arc::new(|p: &Params, w: Workflow, metric: &str, t: u32| {
-            let num = |k: &str| p.get(k).and_then(|v| v.as_f64());
-            if metric != "test_mse" || !paper_loop(p) {
-                return None;
-            }
-            thrive_linreg::theory_mse(num("d")? as usize, num("n")? as usize, num("sigma2")?, w, t)
-        }))),
-        _ => None,
-    }
-}
-
-/// Whether a run's loop knobs (those among its results columns) are the paper's: the closed
-/// forms hold only there.
-fn paper_loop(p: &Params) -> bool {
-    thrive_core::knobs::KNOB_NAMES.iter().all(|&k| {
-        p.get(k).and_then(|v| v.as_f64()).is_none_or(|v| v.to_bits() == thrive_core::Knobs::PAPER.get(k).to_bits())
-    })
-}
-
-/// Summary rows `<metric> (theory, closed form)` beside the measured ones, at the same generations.
-fn theory_rows(table: &ResultsTable, rows: &[SummaryRow]) -> Vec<SummaryRow> {
-    let Some(Theory(f)) = theory(table) else { return Vec::new() };
-    let mut out = Vec::new();
-    for r in rows {
-        let (Some(w), Some(run)) = (r.workflow, table.runs.iter().find(|run| same_group(run, r))) else { continue };
-        let at: Vec<SummaryCell> =
-            r.at.iter()
-                .filter_map(|a| {
-                    let mean = f(&run.params, w, &r.metric, a.generation)?;
-                    Some(SummaryCell { generation: a.generation, mean, sd: None, sem: None, count: 0 })
-                })
-                .collect();
-        if !at.is_empty() {
-            out.push(SummaryRow { metric: format!("{} (theory, closed form)", r.metric), seeds: 0, at, ..r.clone() });
-        }
-    }
-    out
-}
-
-fn same_group(run: &thrive_core::RunRecord, row: &SummaryRow) -> bool {
-    run.workflow == row.workflow
-        && run.params.0.len() == row.params.len()
-        && run.params.0.iter().zip(&row.params).all(|((k, v), (rk, rv))| k == rk && v.to_string() == *rv)
-}
-
-/// The discrete setting's mean fixation generation per (K, n) under Replace, beside the
-/// Wright-Fisher value −2nK(1 − 1/K) ln(1 − 1/K).
-fn fixation_text(table: &ResultsTable) -> String {
-    use std::fmt::Write;
-    let Some(k) = table.metric_index("fixation_generation") else { return String::new() };
-    let m = table.metric_names.len();
-    let mut cells: std::collections::BTreeMap<(i64, i64), (Vec<f64>, usize)> = Default::default();
-    for r in table.runs.iter().filter(|r| r.workflow == Some(Workflow::Replace) && r.metrics.len() >= m) {
-        let (Some(kk), Some(n)) =
-            (r.params.get("K").and_then(|v| v.as_f64()), r.params.get("n").and_then(|v| v.as_f64()))
-        else {
-            continue;
-        };
-        let cell = cells.entry((kk as i64, n as i64)).or_default();
-        cell.1 += 1;
-        let f = r.metrics[r.metrics.len() - m + k];
-        if f.is_finite() {
-            cell.0.push(f);
-        }
-    }
-    if cells.is_empty() {
-        return String::new();
-    }
-    let mut out = String::from("fixation_generation under Replace (mean over the runs that fixed)\n");
-    let _ = writeln!(out, "  {:>8}  {:>8}  {:>6}  {:>6}  {:>12}  {:>12}", "K", "n", "runs", "fixed", "mean", "theory");
-    for ((kk, n), (fixed, runs)) in cells {
-        let mean = if fixed.is_empty() { f64::NAN } else { fixed.iter().sum::<f64>() / fixed.len() as f64 };
-        let theory = thrive_discrete::theory_fixation(kk as usize, n as usize);
-        let _ = writeln!(out, "  {kk:>8}  {n:>8}  {runs:>6}  {:>6}  {mean:>12.1}  {theory:>12.1}", fixed.len());
-    }
-    out.push('\n');
-    out
-}
-
-/// Where a setting's closed form does not apply although the workflow has one.
-fn theory_notes(table: &ResultsTable) -> Vec<String> {
-    if table.setting == "discrete" {
-        return vec!["means over seeds carry each Replace run's last values (entropy 0) past its fixation".into()];
-    }
-    if table.setting != "linreg" {
-        return Vec::new();
-    }
-    let mut pairs: Vec<(i64, i64)> = table
-        .runs
-        .iter()
-        .filter_map(|r| Some((r.params.get("d")?.as_f64()? as i64, r.params.get("n")?.as_f64()? as i64)))
-        .filter(|&(d, n)| n <= d + 1)
-        .collect();
-    pairs.sort();
-    pairs.dedup();
-    let mut notes: Vec<String> = pairs
-        .into_iter()
-        .map(|(d, n)| {
-            format!(
-                "the test_mse theory line does not apply to d = {d}, n = {n}: it needs n > d + 1 (docs/protocol.md §6)"
-            )
-        })
-        .collect();
-    if table.runs.iter().any(|r| r.workflow == Some(Workflow::AccumulateSubsample)) {
-        notes.push("Accumulate-Subsample has no closed form for test_mse: no theory line".into());
-    }
-    notes
 }
 
 /// The value-of-synthetic grid (`lm-value`, `gaussian-value`): a heatmap and lines of each
