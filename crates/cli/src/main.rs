@@ -5,6 +5,8 @@
 //! errors into messages and a non-zero exit.
 
 mod cmd;
+#[cfg(test)]
+mod readme_commands;
 
 // Training allocates and frees tensors of hundreds of megabytes many times a step; glibc's
 // malloc hands each back to the kernel, and faulting the pages in again took a quarter of a
