@@ -3,7 +3,7 @@
 //! sampled by byte-identical adapters). Also `thrive status` and `thrive report RUN`.
 
 mod common;
-use common::root;
+use common::run_file::RunFile;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,37 +17,13 @@ const GENERATIONS: &str = "[run]\nworkflows = [\"replace\", \"accumulate\"]\ngen
 const VALUE: &str =
     "[value]\nnum_real = [0, 8, 16]\nnum_synthetic = [0, 8, 16]\nsources = [1]\nsource_real = [8, 24]\nseeds = [0]\n";
 
+/// `dir/<name>.toml`: a run into `dir/<name>` with these loop sections.
 fn write_config(dir: &Path, name: &str, kind: &str) -> PathBuf {
-    let text = format!(
-        r#"
-out = "{name}"
-model = "{model}"
-device = "cpu"
-[data]
-helpsteer2 = "{data}"
-{kind}
-[sft]
-lr = 1e-2
-warmup_ratio = 0.0
-lora_rank = 4
-lora_alpha = 8.0
-lora_dropout = 0.1
-sequences_per_step = 8
-micro_batch = 4
-max_len = 128
-checkpoint_every = 1
-[sampling]
-mode = "prompted"
-count = 24
-max_new_tokens = 12
-batch_size = 8
-"#,
-        model = root().join("sampler/tests/fixtures/tiny-trained").display(),
-        data = root().join("pool/tests/fixtures/helpsteer2").display(),
-    );
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(&path, text).unwrap();
-    path
+    RunFile::new(name, kind)
+        .sft("lora_dropout", "0.1")
+        .sft("checkpoint_every", "1")
+        .sampling("count", "24")
+        .write(&dir.join(format!("{name}.toml")))
 }
 
 fn thrive(args: &[&str]) -> Command {

@@ -5,48 +5,18 @@
 //! THRIVE_SLURM the test is skipped, and says so on stderr.
 
 mod common;
+use common::run_file::RunFile;
 use common::*;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// `dir/run.toml`: 2 workflows × 2 chains × 3 generations into `dir/run`, one CPU per job.
 fn config(dir: &Path) -> PathBuf {
-    let text = format!(
-        r#"
-out = "run"
-model = "{model}"
-device = "cpu"
-[data]
-helpsteer2 = "{data}"
-[run]
-workflows = ["replace", "accumulate"]
-generations = 3
-chains = [1, 2]
-[sft]
-lr = 1e-2
-warmup_ratio = 0.0
-lora_rank = 4
-lora_alpha = 8.0
-sequences_per_step = 8
-micro_batch = 4
-max_len = 128
-checkpoint_every = 1
-[sampling]
-mode = "prompted"
-count = 16
-max_new_tokens = 12
-batch_size = 8
-[slurm]
-cpus = 1
-time = "00:30:00"
-"#,
-        model = root().join("sampler/tests/fixtures/tiny-trained").display(),
-        data = root().join("pool/tests/fixtures/helpsteer2").display(),
-    );
-    let path = dir.join("run.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    let loops = "[run]\nworkflows = [\"replace\", \"accumulate\"]\ngenerations = 3\nchains = [1, 2]\n";
+    let slurm = "[slurm]\ncpus = 1\ntime = \"00:30:00\"\n";
+    RunFile::new("run", &format!("{loops}{slurm}")).sft("checkpoint_every", "1").write(&dir.join("run.toml"))
 }
 
 /// results.parquet and every pool file, relative path and bytes.

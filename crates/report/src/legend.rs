@@ -15,7 +15,9 @@ pub(crate) fn line_key(color: RGBColor) -> impl Fn(Pixel) -> PathElement<Pixel> 
 
 /// Adds the legend entry `theory (dashed)` (a grey stub; the dashed lines take each series'
 /// colour) without drawing anything on the chart.
-pub(crate) fn theory_key<'a, DB, CT>(chart: &mut ChartContext<'a, DB, CT>) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>>
+pub(crate) fn theory_key<'a, DB, CT>(
+    chart: &mut ChartContext<'a, DB, CT>,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>>
 where
     DB: DrawingBackend + 'a,
     CT: CoordTranslate,

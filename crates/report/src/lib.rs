@@ -33,11 +33,11 @@ pub use figure::{trajectory_figures, FigureOptions};
 pub use grid::{grid, Grid};
 pub use per_run::{per_run_figure, RunTheory};
 pub use stats::{bootstrap_mean_ci, r_squared, Band};
-pub use theory::Theory;
 pub use summary::{
     summary_csv, summary_json, summary_markdown, summary_rows, summary_rows_with, summary_tables, summary_text,
     SummaryCell, SummaryRow,
 };
+pub use theory::Theory;
 
 use std::path::PathBuf;
 
