@@ -2,7 +2,7 @@
 //! the summary table in each `--format` (snapshots under tests/snapshots), figure file names.
 
 mod common;
-use common::run_file::RunFile;
+use common::run_toml::RunToml;
 
 use common::s;
 use std::path::Path;
@@ -156,7 +156,7 @@ fn names(dir: &Path) -> Vec<String> {
 /// `dir/<name>`, from a run file `dir/<name>.toml`.
 fn lm_run(dir: &Path, name: &str) -> std::path::PathBuf {
     let loops = "[run]\nworkflows = [\"replace\"]\ngenerations = 2\nchains = [1]\n";
-    let config = RunFile::new(name, loops)
+    let config = RunToml::new(name, loops)
         .sft("max_len", "64")
         .sampling("count", "12")
         .sampling("max_new_tokens", "8")

@@ -3,7 +3,7 @@
 //! sampled by byte-identical adapters). Also `thrive status` and `thrive report RUN`.
 
 mod common;
-use common::run_file::RunFile;
+use common::run_toml::RunToml;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,7 +19,7 @@ const VALUE: &str =
 
 /// `dir/<name>.toml`: a run into `dir/<name>` with these loop sections.
 fn write_config(dir: &Path, name: &str, kind: &str) -> PathBuf {
-    RunFile::new(name, kind)
+    RunToml::new(name, kind)
         .sft("lora_dropout", "0.1")
         .sft("checkpoint_every", "1")
         .sampling("count", "24")

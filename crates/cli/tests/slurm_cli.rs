@@ -5,7 +5,7 @@
 //! THRIVE_SLURM the test is skipped, and says so on stderr.
 
 mod common;
-use common::run_file::RunFile;
+use common::run_toml::RunToml;
 use common::*;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 fn config(dir: &Path) -> PathBuf {
     let loops = "[run]\nworkflows = [\"replace\", \"accumulate\"]\ngenerations = 3\nchains = [1, 2]\n";
     let slurm = "[slurm]\ncpus = 1\ntime = \"00:30:00\"\n";
-    RunFile::new("run", &format!("{loops}{slurm}")).sft("checkpoint_every", "1").write(&dir.join("run.toml"))
+    RunToml::new("run", &format!("{loops}{slurm}")).sft("checkpoint_every", "1").write(&dir.join("run.toml"))
 }
 
 /// results.parquet and every pool file, relative path and bytes.

@@ -2,10 +2,10 @@
 //! and preparation every process does first, the workers' devices, and the schedule that runs
 //! steps in parallel once the steps they depend on are done.
 
-use crate::config::RunConfig;
 use crate::error::io;
 use crate::layout::{is_done, write_json, RunDir, JOBS_FILE};
 use crate::plan::{dependencies, find_step, plan, Step};
+use crate::run_file::RunFile;
 use crate::steps::{describe, import_real, perform, results, to_sft, Context};
 use crate::{Error, Result};
 use candle_core::Device;
@@ -44,13 +44,13 @@ fn step_lock(dir: &RunDir, step: Step) -> Result<FileLock> {
 /// Whether the run directory was started, refusing it when it was started with another
 /// configuration: the one it was started with is the only one it continues with (compared with
 /// the generation loop's defaults filled in, as older files recorded them).
-pub fn check_recorded(cfg: &RunConfig, dir: &RunDir) -> Result<bool> {
+pub fn check_recorded(cfg: &RunFile, dir: &RunDir) -> Result<bool> {
     let recorded = dir.config();
     if !recorded.exists() {
         return Ok(false);
     }
     let text = std::fs::read_to_string(&recorded).map_err(io(&recorded))?;
-    let mut before: RunConfig =
+    let mut before: RunFile =
         serde_json::from_str(&text).map_err(|e| Error::Invalid(format!("{}: {e}", recorded.display())))?;
     // Files written before run.json recorded paths relative to the run hold them as given.
     if before.out != Path::new(".") {
@@ -76,7 +76,7 @@ pub struct RunOptions {
 }
 
 /// Runs (or continues) a whole run one step at a time; returns the results table.
-pub fn run(cfg: &RunConfig) -> Result<ResultsTable> {
+pub fn run(cfg: &RunFile) -> Result<ResultsTable> {
     run_with(cfg, &RunOptions::default())
 }
 
@@ -91,7 +91,7 @@ struct Prepared {
 }
 
 impl Prepared {
-    fn new(cfg: &RunConfig) -> Result<Prepared> {
+    fn new(cfg: &RunFile) -> Result<Prepared> {
         let dir = RunDir { root: cfg.out.clone() };
         std::fs::create_dir_all(&dir.root).map_err(io(&dir.root))?;
         let started = check_recorded(cfg, &dir)?;
@@ -124,7 +124,7 @@ impl Prepared {
 
     fn context<'a>(
         &'a self,
-        cfg: &'a RunConfig,
+        cfg: &'a RunFile,
         device: &'a Device,
         dtype: Precision,
         multi: &'a indicatif::MultiProgress,
@@ -144,7 +144,7 @@ impl Prepared {
 }
 
 /// The devices of the workers: the run file's, or for `devices` one CUDA device each.
-fn worker_devices(cfg: &RunConfig, opts: &RunOptions, workers: usize) -> Result<Vec<(Device, Precision)>> {
+fn worker_devices(cfg: &RunFile, opts: &RunOptions, workers: usize) -> Result<Vec<(Device, Precision)>> {
     let (device, dtype) = thrive_sft::device_for(&cfg.device, cfg.dtype.unwrap_or_default())?;
     if opts.devices.is_empty() {
         return Ok(vec![(device, dtype); workers]);
@@ -168,7 +168,7 @@ fn worker_devices(cfg: &RunConfig, opts: &RunOptions, workers: usize) -> Result<
 /// Runs (or continues) a whole run, `opts.jobs` steps at a time (each once all the steps it
 /// depends on are done); returns the results table. The results and pool are the same whatever
 /// the number of jobs: every step's output depends on its inputs alone.
-pub fn run_with(cfg: &RunConfig, opts: &RunOptions) -> Result<ResultsTable> {
+pub fn run_with(cfg: &RunFile, opts: &RunOptions) -> Result<ResultsTable> {
     std::fs::create_dir_all(&cfg.out).map_err(io(&cfg.out))?;
     let _lock = run_lock(&cfg.out)?;
     let prepared = Prepared::new(cfg)?;
@@ -263,7 +263,7 @@ struct Schedule {
 /// Runs exactly one step of the plan (`thrive run --step ID`), idempotently: a done step is a
 /// no-op, a step killed before resumes from its checkpoint. The steps it depends on must be done.
 /// Returns whether it ran.
-pub fn run_step(cfg: &RunConfig, id: &str) -> Result<bool> {
+pub fn run_step(cfg: &RunFile, id: &str) -> Result<bool> {
     let step = find_step(cfg, id)?;
     let prepared = Prepared::new(cfg)?;
     let dir = &prepared.dir;
@@ -287,7 +287,7 @@ pub fn run_step(cfg: &RunConfig, id: &str) -> Result<bool> {
 /// Writes results.parquet from every finished model (under a lock, so that of many processes
 /// finishing steps the last to write has seen every step); with `always` false, not while it
 /// would be empty.
-fn write_results(cfg: &RunConfig, dir: &RunDir, always: bool) -> Result<ResultsTable> {
+fn write_results(cfg: &RunFile, dir: &RunDir, always: bool) -> Result<ResultsTable> {
     let _lock = FileLock::acquire(&dir.root.join("results.lock"), Duration::from_secs(120))?;
     let table = results(cfg, dir)?;
     if always || !table.runs.is_empty() {

@@ -156,7 +156,7 @@ pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::SourceQuality;
+    use crate::run_file::SourceQuality;
 
     /// A cell's step id is its directory under `models/value`, whatever its kind.
     #[test]

@@ -5,27 +5,27 @@
 //! The workflows themselves are thrive-core's ([`thrive_core::Workflow`]), reached through the
 //! pool's training views, so the Gaussian, KDE and LM settings share one definition.
 
-mod config;
 mod error;
 mod execute;
 mod layout;
 mod plan;
+mod run_file;
 pub mod slurm;
 mod steps;
 
-pub use config::{
-    DataConfig, LoopConfig, OneOrMany, RunConfig, SamplingConfig, SlurmConfig, SourceQuality, ValueConfig,
-};
 pub use error::{Error, Result};
 pub use execute::{check_recorded, run, run_step, run_with, RunOptions};
 pub use layout::{is_done, model_dir, step_seconds, ModelDone, RunDir, SampleDone, JOBS_FILE, SAMPLE_DONE};
 pub use plan::{dependencies, find_step, plan, sources, SourceId, Step};
+pub use run_file::{
+    DataConfig, LoopConfig, OneOrMany, RunFile, SamplingConfig, SlurmConfig, SourceQuality, ValueConfig,
+};
 pub use steps::{results, to_sft, METRICS};
-pub use thrive_sft::SftSettings;
+pub use thrive_sft::TrainSettings;
 
 /// What a run directory holds: its configuration and every step, done or not.
 pub struct Status {
-    pub config: RunConfig,
+    pub config: RunFile,
     /// Each step, whether it is complete, and for a finished model its record.
     pub steps: Vec<(Step, bool, Option<ModelDone>)>,
     /// The seconds each done step took, where recorded (in the order of `steps`).
@@ -122,7 +122,7 @@ pub fn status(root: &std::path::Path) -> Result<Status> {
     let text = std::fs::read_to_string(&path).map_err(|e| {
         Error::Invalid(format!("{}: not a run directory ({e}); `thrive run` writes run.json there", root.display()))
     })?;
-    let config: RunConfig =
+    let config: RunFile =
         serde_json::from_str(&text).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
     let pool = thrive_pool::Pool::open(dir.pool()).ok();
     let steps: Vec<(Step, bool, Option<ModelDone>)> = plan(&config)

@@ -11,7 +11,7 @@
 //!
 //! Each step is named by its id (`thrive run --step ID`), which mirrors where it writes.
 
-use crate::config::{RunConfig, SourceQuality};
+use crate::run_file::{RunFile, SourceQuality};
 use crate::{Error, Result};
 use std::path::PathBuf;
 use thrive_core::Workflow;
@@ -85,7 +85,7 @@ impl std::fmt::Display for SourceId {
 }
 
 /// Every step of a run in order.
-pub fn plan(cfg: &RunConfig) -> Vec<Step> {
+pub fn plan(cfg: &RunFile) -> Vec<Step> {
     let mut steps = Vec::new();
     if let Some(v) = &cfg.value {
         let sources = sources(cfg);
@@ -176,14 +176,14 @@ pub fn dependencies(step: Step) -> Vec<Step> {
 }
 
 /// The step of the plan with this id, or an error naming it.
-pub fn find_step(cfg: &RunConfig, id: &str) -> Result<Step> {
+pub fn find_step(cfg: &RunFile, id: &str) -> Result<Step> {
     plan(cfg).into_iter().find(|s| s.id() == id).ok_or_else(|| {
         Error::Invalid(format!("step `{id}` is not in the plan (`thrive run RUN.toml --list-steps` lists them)"))
     })
 }
 
 /// The value grid's sources: every seed with every source quality (none for a generation loop).
-pub fn sources(cfg: &RunConfig) -> Vec<SourceId> {
+pub fn sources(cfg: &RunFile) -> Vec<SourceId> {
     let Some(v) = &cfg.value else { return Vec::new() };
     let qualities = v.qualities();
     v.sources

@@ -4,10 +4,10 @@
 //! `RUN/slurm/`, so that a second `thrive submit` submits only what is neither done nor running,
 //! and `thrive status` shows each step's Slurm state.
 
-use crate::config::{RunConfig, SlurmConfig};
 use crate::error::io;
 use crate::layout::{is_done, RunDir};
 use crate::plan::{dependencies, plan, Step};
+use crate::run_file::{RunFile, SlurmConfig};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -210,7 +210,7 @@ fn resource_lines(s: &SlurmConfig) -> Vec<String> {
 }
 
 /// The job script of `steps` (one step, or an array's).
-fn script(cfg: &RunConfig, dir: &RunDir, run_file: &Path, thrive: &Path, name: &str, steps: &[Step]) -> String {
+fn script(cfg: &RunFile, dir: &RunDir, run_file: &Path, thrive: &Path, name: &str, steps: &[Step]) -> String {
     let slurm = cfg.slurm.clone().unwrap_or_default();
     let logs = dir.root.join("slurm").join("logs");
     let array = steps.len() > 1;
@@ -249,7 +249,7 @@ fn script(cfg: &RunConfig, dir: &RunDir, run_file: &Path, thrive: &Path, name: &
 
 /// Submits every step of the run in `run_file` (already read into `cfg`) that is neither done
 /// nor running in a job of an earlier submission; `thrive` is the binary the jobs run.
-pub fn submit(cfg: &RunConfig, run_file: &Path, thrive: &Path, opts: &SubmitOptions) -> Result<Submitted> {
+pub fn submit(cfg: &RunFile, run_file: &Path, thrive: &Path, opts: &SubmitOptions) -> Result<Submitted> {
     let sbatch = if opts.dry_run { None } else { Some(need("sbatch")?) };
     let dir = RunDir { root: cfg.out.clone() };
     let run_file = std::path::absolute(run_file).map_err(io(run_file))?;

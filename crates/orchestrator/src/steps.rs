@@ -1,10 +1,10 @@
 //! The work of each step: fine-tune, sample, evaluate the base model, import the real data, and
 //! the results table gathered from every finished model.
 
-use crate::config::RunConfig;
 use crate::error::io;
 use crate::layout::{model_dir, read_done, write_json, ModelDone, RunDir, SampleDone, SAMPLE_DONE};
 use crate::plan::{plan, Step};
+use crate::run_file::RunFile;
 use crate::{Error, Result};
 use candle_core::Device;
 use std::path::{Path, PathBuf};
@@ -89,7 +89,7 @@ pub fn to_sft(rows: Vec<thrive_pool::Example>) -> Vec<Example> {
 }
 
 /// Imports the real train and validation splits, each once.
-pub(crate) fn import_real(cfg: &RunConfig, dir: &RunDir, tokenizer: &Path) -> Result<()> {
+pub(crate) fn import_real(cfg: &RunFile, dir: &RunDir, tokenizer: &Path) -> Result<()> {
     let missing: Vec<&str> = {
         let pool = if dir.pool().join("pool.json").exists() { Some(Pool::open(dir.pool())?) } else { None };
         ["train", "validation"]
@@ -161,7 +161,7 @@ struct Target {
 
 /// What every step of a run shares.
 pub(crate) struct Context<'a> {
-    pub(crate) cfg: &'a RunConfig,
+    pub(crate) cfg: &'a RunFile,
     pub(crate) dir: &'a RunDir,
     pub(crate) base_dir: &'a PathBuf,
     pub(crate) tokenizer_path: &'a Path,
@@ -196,7 +196,7 @@ impl Context<'_> {
         if train_set.is_empty() {
             return Err(Error::Invalid(format!("{}: empty training set", describe(step))));
         }
-        let mut train_cfg = self.cfg.train_config(seed, generation).map_err(Error::Invalid)?;
+        let mut train_cfg = self.cfg.hyperparams(seed, generation).map_err(Error::Invalid)?;
         if let Step::TrainSource { source } = step {
             train_cfg.epochs = source.quality.epochs.unwrap_or(train_cfg.epochs);
         }
@@ -247,7 +247,7 @@ impl Context<'_> {
         std::fs::create_dir_all(&out).map_err(io(&out))?;
         let started = std::time::Instant::now();
         let model = Gemma::load(self.base_dir, self.dtype, self.device)?;
-        let train_cfg = self.cfg.train_config(0, 1).map_err(Error::Invalid)?;
+        let train_cfg = self.cfg.hyperparams(0, 1).map_err(Error::Invalid)?;
         let (valid, _) = self.enc.encode_all(self.valid, train_cfg.max_len, train_cfg.response_only)?;
         let loss = evaluate(&model, self.enc, &valid, train_cfg.micro_batch)?;
         let done = ModelDone {
@@ -270,7 +270,7 @@ impl Context<'_> {
             unreachable!("sampling writes synthetic batches")
         };
         let cfg = self.cfg;
-        let lora = match cfg.train_config(0, 1).map_err(Error::Invalid)?.mode {
+        let lora = match cfg.hyperparams(0, 1).map_err(Error::Invalid)?.mode {
             thrive_sft::Mode::Lora(l) => Some(l),
             thrive_sft::Mode::Full => None,
         };
@@ -327,7 +327,7 @@ impl Context<'_> {
 /// one run per workflow and chain with its generations in order up to the first unfinished one;
 /// for the value grid setting `lm-value`, one row per finished cell (no workflow; `source` is -1
 /// for cells without synthetic rows).
-pub fn results(cfg: &RunConfig, dir: &RunDir) -> Result<ResultsTable> {
+pub fn results(cfg: &RunFile, dir: &RunDir) -> Result<ResultsTable> {
     let metrics_of = |d: ModelDone| {
         [
             d.eval_loss,

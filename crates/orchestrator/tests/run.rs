@@ -45,7 +45,7 @@ batch_size = 16
 fn a_run_completes_and_reruns_as_a_no_op() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    let cfg = RunConfig::from_toml(&config(&out), Path::new("run.toml")).unwrap();
+    let cfg = RunFile::from_toml(&config(&out), Path::new("run.toml")).unwrap();
     let table = run(&cfg).unwrap();
     assert_eq!(table.setting, "lm");
     assert_eq!(table.runs.len(), 3);
@@ -74,7 +74,7 @@ fn a_run_completes_and_reruns_as_a_no_op() {
     let again = run(&cfg).unwrap();
     assert_eq!(again, table);
     // Another configuration on the same directory is refused.
-    let other = RunConfig::from_toml(&config(&out).replace("lr = 1e-2", "lr = 2e-2"), Path::new("run.toml")).unwrap();
+    let other = RunFile::from_toml(&config(&out).replace("lr = 1e-2", "lr = 2e-2"), Path::new("run.toml")).unwrap();
     let err = run(&other).unwrap_err().to_string();
     assert!(err.contains("another configuration"), "{err}");
 }
@@ -83,7 +83,7 @@ fn a_run_completes_and_reruns_as_a_no_op() {
 fn run_files_name_their_bad_keys() {
     let out = Path::new("/tmp/unused");
     let check = |text: String, needles: &[&str]| {
-        let err = RunConfig::from_toml(&text, Path::new("run.toml")).unwrap_err().to_string();
+        let err = RunFile::from_toml(&text, Path::new("run.toml")).unwrap_err().to_string();
         for n in needles {
             assert!(err.contains(n), "expected `{n}` in: {err}");
         }
@@ -116,7 +116,7 @@ fn value_config(out: &Path) -> String {
 fn a_value_grid_trains_every_cell_once() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("value");
-    let cfg = RunConfig::from_toml(&value_config(&out), Path::new("run.toml")).unwrap();
+    let cfg = RunFile::from_toml(&value_config(&out), Path::new("run.toml")).unwrap();
     let steps = plan(&cfg);
     // Source: train + sample; per seed 2 real-only cells and 3 mixed cells; the empty cell once.
     assert_eq!(steps.len(), 2 + 2 * (2 + 3) + 1);
@@ -168,7 +168,7 @@ fn a_value_grid_trains_every_cell_once() {
 #[test]
 fn value_grid_files_name_their_bad_keys() {
     let out = Path::new("/tmp/unused");
-    let err = |text: String| RunConfig::from_toml(&text, Path::new("run.toml")).unwrap_err().to_string();
+    let err = |text: String| RunFile::from_toml(&text, Path::new("run.toml")).unwrap_err().to_string();
     let both = value_config(out).replace("[value]", "[run]\ngenerations = 2\n[value]");
     assert!(err(both).contains("not both"));
     let e = err(value_config(out).replace("num_synthetic = [0, 8]", "num_synthetic = [0, 80]"));
@@ -179,11 +179,11 @@ fn value_grid_files_name_their_bad_keys() {
     // More real rows than the training split has: named when the run starts.
     let tmp = tempfile::tempdir().unwrap();
     let text = value_config(&tmp.path().join("v")).replace("num_real = [0, 8, 16]", "num_real = [0, 6000]");
-    let cfg = RunConfig::from_toml(&text, Path::new("run.toml")).unwrap();
+    let cfg = RunFile::from_toml(&text, Path::new("run.toml")).unwrap();
     let e = run(&cfg).unwrap_err().to_string();
     assert!(e.contains("value.num_real") && e.contains("6000"), "{e}");
     // Fixed, the same directory runs (the failed attempt recorded no configuration).
-    let fixed = RunConfig::from_toml(&text.replace("num_real = [0, 6000]", "num_real = [0, 8]"), Path::new("run.toml"));
+    let fixed = RunFile::from_toml(&text.replace("num_real = [0, 6000]", "num_real = [0, 8]"), Path::new("run.toml"));
     assert_eq!(run(&fixed.unwrap()).unwrap().runs.len(), 1 + 2 + 4);
 }
 
@@ -194,7 +194,7 @@ fn source_quality_keys_make_axes_and_bad_values_are_named() {
         let text = value_config(out).replace("seeds = [0, 2]", &format!("seeds = [0, 2]\n{extra}"));
         // `sources = ...` in `extra` replaces the file's.
         let text = if extra.contains("sources") { text.replacen("sources = [1]\n", "", 1) } else { text };
-        RunConfig::from_toml(&text, Path::new("run.toml"))
+        RunFile::from_toml(&text, Path::new("run.toml"))
     };
     // No key: the paper's one source a seed, laid out as before.
     let cfg = parse("").unwrap();
@@ -234,7 +234,7 @@ fn source_quality_keys_make_axes_and_bad_values_are_named() {
     // More source rows than the real split has: refused before any training.
     let tmp = tempfile::tempdir().unwrap();
     let text = value_config(&tmp.path().join("v")).replace("seeds = [0, 2]", "seeds = [0, 2]\nsource_real = 100000");
-    let err = run(&RunConfig::from_toml(&text, Path::new("run.toml")).unwrap()).unwrap_err().to_string();
+    let err = run(&RunFile::from_toml(&text, Path::new("run.toml")).unwrap()).unwrap_err().to_string();
     assert!(err.contains("value.source_real") && err.contains("100000"), "{err}");
     assert!(!tmp.path().join("v/models").exists());
 }

@@ -8,13 +8,13 @@
 
 use std::path::{Path, PathBuf};
 use thrive_orchestrator::{
-    DataConfig, LoopConfig, OneOrMany, RunConfig, SamplingConfig, SftSettings, SlurmConfig, ValueConfig,
+    DataConfig, LoopConfig, OneOrMany, RunFile, SamplingConfig, SlurmConfig, TrainSettings, ValueConfig,
 };
 
 /// A run configuration with every optional table and key set (a run file may not hold both
 /// `[run]` and `[value]`, but serializing does not check that).
-fn every_key() -> RunConfig {
-    RunConfig {
+fn every_key() -> RunFile {
+    RunFile {
         out: PathBuf::from("runs/all"),
         model: "google/gemma-2-2b".into(),
         data: DataConfig { helpsteer2: Some(PathBuf::from("data")), hub: Some("nvidia/HelpSteer2".into()) },
@@ -34,7 +34,7 @@ fn every_key() -> RunConfig {
             seeds: vec![0],
             pick: "random".into(),
         }),
-        sft: SftSettings {
+        sft: TrainSettings {
             full: true,
             lr: Some(1e-4),
             lora_rank: 8,

@@ -3,8 +3,8 @@
 //! `from_pretrained` loads as a plain Gemma 2 or Gemma 3.
 
 use crate::data::TextEncoder;
+use crate::hyperparams::{Hyperparams, Mode};
 use crate::model::Gemma;
-use crate::train_config::{Mode, TrainConfig};
 use crate::{Error, Result};
 use candle_core::{DType, Tensor};
 use std::collections::HashMap;
@@ -32,7 +32,7 @@ fn write_json(value: &serde_json::Value, path: &Path) -> Result<()> {
 
 /// Writes `adapter/` (LoRA only) and, with `merged` (always for full fine-tuning),
 /// `merged/model.safetensors` + `merged/config.json` into `out`.
-pub fn export(model: &Gemma, enc: &TextEncoder, cfg: &TrainConfig, out: &Path, merged: bool) -> Result<()> {
+pub fn export(model: &Gemma, enc: &TextEncoder, cfg: &Hyperparams, out: &Path, merged: bool) -> Result<()> {
     if let Mode::Lora(l) = &cfg.mode {
         let dir = out.join("adapter");
         let tensors: HashMap<String, Tensor> =

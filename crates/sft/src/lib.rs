@@ -13,14 +13,15 @@
 //! It must not read the data pool or decide which examples a generation sees: it takes
 //! (prompt, response) examples.
 
-mod config;
 mod data;
 mod device;
 mod error;
 mod export;
+mod gemma_config;
 mod gguf;
 pub mod gguf_tokenizer;
 mod hub;
+mod hyperparams;
 mod lora;
 mod loss;
 pub mod matmul;
@@ -30,22 +31,21 @@ mod optim;
 mod settings;
 mod simd;
 mod train;
-mod train_config;
 mod weights;
 
-pub use config::GemmaConfig;
 pub use data::{read_jsonl, Example, TextEncoder, Tokenized};
 pub use device::{device_for, DecodeWeights, Precision, PrecisionChoice};
 pub use error::{Error, Result};
 pub use export::export;
+pub use gemma_config::GemmaConfig;
 pub use gguf::{convert_gguf, gguf_model_dir, quantized_source};
 pub use gguf_tokenizer::{read_gguf, tokenizer_from_gguf};
 pub use hub::resolve_model_dir;
+pub use hyperparams::{Hyperparams, Mode, Schedule};
 pub use lora::{LoraConfig, LoraLinear, LORA_TARGETS};
 pub use loss::{loss_and_grads, loss_and_grads_planned, next_token_loss, next_token_loss_in_chunks, Batch, LossPlan};
 pub use matmul::Weight;
 pub use model::{Gemma, KvCache};
 pub use optim::{clip_grad_norm, grads_of, AdamW, AdamWParams};
-pub use settings::{SettingError, SftSettings};
+pub use settings::{SettingError, TrainSettings};
 pub use train::{evaluate, train, write_metrics, RunControl, StepMetrics, TrainOutcome};
-pub use train_config::{Mode, Schedule, TrainConfig};

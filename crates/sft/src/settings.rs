@@ -1,15 +1,15 @@
 //! Fine-tuning settings as a user writes them (run files, command-line flags), and the one check
-//! that turns them into a [`TrainConfig`]. Callers name a bad field their own way (`sft.lr` in a
+//! that turns them into a [`Hyperparams`]. Callers name a bad field their own way (`sft.lr` in a
 //! run file, `--lr` on the command line).
 
+use crate::hyperparams::{Hyperparams, Mode, Schedule};
 use crate::lora::{LoraConfig, LORA_TARGETS};
-use crate::train_config::{Mode, Schedule, TrainConfig};
 use serde::{Deserialize, Serialize};
 
 /// Fine-tuning settings (the meaning of each is `thrive sft --help`'s).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct SftSettings {
+pub struct TrainSettings {
     pub full: bool,
     pub lr: Option<f64>,
     pub lora_rank: usize,
@@ -35,10 +35,10 @@ pub struct SftSettings {
     pub gradient_checkpointing: bool,
 }
 
-impl Default for SftSettings {
+impl Default for TrainSettings {
     fn default() -> Self {
         let l = LoraConfig::default();
-        SftSettings {
+        TrainSettings {
             full: false,
             lr: None,
             lora_rank: l.rank,
@@ -63,7 +63,7 @@ impl Default for SftSettings {
     }
 }
 
-/// A setting with a bad value: the field (as named in [`SftSettings`]) and what is wrong.
+/// A setting with a bad value: the field (as named in [`TrainSettings`]) and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SettingError {
     pub field: &'static str,
@@ -76,9 +76,9 @@ impl SettingError {
     }
 }
 
-impl SftSettings {
+impl TrainSettings {
     /// The training configuration of (seed, generation), or the first bad setting.
-    pub fn train_config(&self, seed: u64, generation: u32) -> Result<TrainConfig, SettingError> {
+    pub fn hyperparams(&self, seed: u64, generation: u32) -> Result<Hyperparams, SettingError> {
         let mode = if self.full {
             Mode::Full
         } else {
@@ -105,7 +105,7 @@ impl SftSettings {
                 rslora: self.rslora,
             })
         };
-        let base = if self.full { TrainConfig::paper_full() } else { TrainConfig::default_lora() };
+        let base = if self.full { Hyperparams::paper_full() } else { Hyperparams::default_lora() };
         let lr = self.lr.unwrap_or(base.lr);
         if !(lr > 0.0 && lr.is_finite()) {
             return Err(SettingError::new("lr", "must be a positive number"));
@@ -136,7 +136,7 @@ impl SftSettings {
         if self.max_len < 2 {
             return Err(SettingError::new("max_len", "must be at least 2"));
         }
-        Ok(TrainConfig {
+        Ok(Hyperparams {
             mode,
             lr,
             weight_decay: self.weight_decay,
@@ -164,25 +164,25 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_field() {
-        let cases: Vec<(SftSettings, &str)> = vec![
-            (SftSettings { lr: Some(-1.0), ..Default::default() }, "lr"),
-            (SftSettings { lora_targets: vec!["qq_proj".into()], ..Default::default() }, "lora_targets"),
-            (SftSettings { lora_rank: 0, ..Default::default() }, "lora_rank"),
-            (SftSettings { schedule: "linear".into(), ..Default::default() }, "schedule"),
-            (SftSettings { micro_batch: 0, ..Default::default() }, "micro_batch"),
-            (SftSettings { warmup_ratio: 1.5, ..Default::default() }, "warmup_ratio"),
-            (SftSettings { max_len: 1, ..Default::default() }, "max_len"),
+        let cases: Vec<(TrainSettings, &str)> = vec![
+            (TrainSettings { lr: Some(-1.0), ..Default::default() }, "lr"),
+            (TrainSettings { lora_targets: vec!["qq_proj".into()], ..Default::default() }, "lora_targets"),
+            (TrainSettings { lora_rank: 0, ..Default::default() }, "lora_rank"),
+            (TrainSettings { schedule: "linear".into(), ..Default::default() }, "schedule"),
+            (TrainSettings { micro_batch: 0, ..Default::default() }, "micro_batch"),
+            (TrainSettings { warmup_ratio: 1.5, ..Default::default() }, "warmup_ratio"),
+            (TrainSettings { max_len: 1, ..Default::default() }, "max_len"),
         ];
         for (s, field) in cases {
-            assert_eq!(s.train_config(0, 1).unwrap_err().field, field);
+            assert_eq!(s.hyperparams(0, 1).unwrap_err().field, field);
         }
     }
 
     #[test]
     fn defaults_are_the_lora_recipe() {
-        let c = SftSettings::default().train_config(3, 2).unwrap();
-        assert_eq!((c.lr, c.seed, c.generation), (TrainConfig::default_lora().lr, 3, 2));
-        let full = SftSettings { full: true, ..Default::default() }.train_config(0, 1).unwrap();
+        let c = TrainSettings::default().hyperparams(3, 2).unwrap();
+        assert_eq!((c.lr, c.seed, c.generation), (Hyperparams::default_lora().lr, 3, 2));
+        let full = TrainSettings { full: true, ..Default::default() }.hyperparams(0, 1).unwrap();
         assert_eq!((full.mode, full.lr), (Mode::Full, 8e-6));
     }
 }

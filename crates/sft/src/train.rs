@@ -2,10 +2,10 @@
 //! warm-up schedule, clipping, evaluation, checkpoints that resume bit for bit, and export.
 
 use crate::data::{Example, TextEncoder, Tokenized};
+use crate::hyperparams::{Hyperparams, Mode};
 use crate::loss::{loss_and_grads, next_token_loss};
 use crate::model::Gemma;
 use crate::optim::{clip_grad_norm, AdamW, AdamWParams};
-use crate::train_config::{Mode, TrainConfig};
 use crate::{Error, Result};
 use candle_core::{Tensor, Var};
 use rand::seq::SliceRandom;
@@ -44,11 +44,11 @@ struct CheckpointState {
     /// The dropout stream's position (ChaCha word position, as a decimal string).
     rng_word_pos: String,
     metrics: Vec<StepMetrics>,
-    config: TrainConfig,
+    config: Hyperparams,
 }
 
 /// The order of every sequence over all epochs (a fresh shuffle per epoch, from DataOrder(t)).
-fn data_order(n: usize, cfg: &TrainConfig) -> Vec<usize> {
+fn data_order(n: usize, cfg: &Hyperparams) -> Vec<usize> {
     let mut rng = Seeds::new(cfg.seed).stream(Stream::DataOrder(cfg.generation));
     let mut order = Vec::with_capacity(n * cfg.epochs);
     for _ in 0..cfg.epochs {
@@ -194,7 +194,7 @@ pub fn train(
     model: &mut Gemma,
     enc: &TextEncoder,
     (train, valid): (&[Example], &[Example]),
-    cfg: &TrainConfig,
+    cfg: &Hyperparams,
     out: &Path,
     control: RunControl,
 ) -> Result<TrainOutcome> {
@@ -244,7 +244,7 @@ pub fn train(
             .ok_or_else(|| Error::Invalid(format!("--resume: no checkpoint in {}", out.display())))?;
         let state = load_checkpoint(&dir, &names, &mut opt)?;
         // Gradient checkpointing changes memory, not results: it may differ on resume.
-        let recorded = TrainConfig { gradient_checkpointing: cfg.gradient_checkpointing, ..state.config.clone() };
+        let recorded = Hyperparams { gradient_checkpointing: cfg.gradient_checkpointing, ..state.config.clone() };
         if recorded != *cfg {
             return Err(Error::Invalid(format!(
                 "--resume: {} was written with other settings than this run's",

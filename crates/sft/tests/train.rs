@@ -30,8 +30,8 @@ fn model() -> Gemma {
     Gemma::load(&model_dir(), DType::F32, &Device::Cpu).unwrap()
 }
 
-fn lora_cfg() -> TrainConfig {
-    TrainConfig {
+fn lora_cfg() -> Hyperparams {
+    Hyperparams {
         mode: Mode::Lora(LoraConfig { rank: 4, alpha: 8.0, dropout: 0.1, ..LoraConfig::default() }),
         lr: 1e-2,
         warmup_ratio: 0.1,
@@ -43,7 +43,7 @@ fn lora_cfg() -> TrainConfig {
         checkpoint_every: 2,
         seed: 7,
         generation: 1,
-        ..TrainConfig::default_lora()
+        ..Hyperparams::default_lora()
     }
 }
 
@@ -59,7 +59,7 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
 fn a_short_run_lowers_the_validation_loss() {
     let (train_set, valid) = data();
     let out = tempfile::tempdir().unwrap();
-    let cfg = TrainConfig { epochs: 4, checkpoint_every: 0, ..lora_cfg() };
+    let cfg = Hyperparams { epochs: 4, checkpoint_every: 0, ..lora_cfg() };
     let mut m = model();
     let outcome = train(&mut m, &encoder(), (&train_set, &valid), &cfg, out.path(), RunControl::default()).unwrap();
     assert_eq!(outcome.total_steps, 24);
@@ -110,7 +110,7 @@ fn resume_gives_the_uninterrupted_result_bit_for_bit() {
     // A resume with other settings is refused rather than silently mixed.
     let other = tempfile::tempdir().unwrap();
     train(&mut model(), &enc, (&train_set, &valid), &cfg, other.path(), stop).unwrap();
-    let changed = TrainConfig { lr: 2e-2, ..cfg.clone() };
+    let changed = Hyperparams { lr: 2e-2, ..cfg.clone() };
     let err = train(&mut model(), &enc, (&train_set, &valid), &changed, other.path(), resume).unwrap_err().to_string();
     assert!(err.contains("other settings"), "{err}");
 }
@@ -118,7 +118,7 @@ fn resume_gives_the_uninterrupted_result_bit_for_bit() {
 #[test]
 fn the_result_does_not_depend_on_the_micro_batch_size() {
     let (train_set, valid) = data();
-    let cfg = TrainConfig {
+    let cfg = Hyperparams {
         mode: Mode::Lora(LoraConfig { rank: 4, alpha: 8.0, ..LoraConfig::default() }),
         checkpoint_every: 0,
         ..lora_cfg()
@@ -127,7 +127,7 @@ fn the_result_does_not_depend_on_the_micro_batch_size() {
     let mut adapters = Vec::new();
     for micro_batch in [1, 3, 8] {
         let out = tempfile::tempdir().unwrap();
-        let cfg = TrainConfig { micro_batch, ..cfg.clone() };
+        let cfg = Hyperparams { micro_batch, ..cfg.clone() };
         train(&mut model(), &enc, (&train_set, &valid), &cfg, out.path(), RunControl::default()).unwrap();
         adapters.push(tensors(&out.path().join("adapter/adapter_model.safetensors")));
     }
@@ -143,7 +143,7 @@ fn the_result_does_not_depend_on_the_micro_batch_size() {
 fn exports_load_back_to_the_trained_model() {
     let (train_set, valid) = data();
     let out = tempfile::tempdir().unwrap();
-    let cfg = TrainConfig { checkpoint_every: 0, ..lora_cfg() };
+    let cfg = Hyperparams { checkpoint_every: 0, ..lora_cfg() };
     let enc = encoder();
     let mut trained = model();
     let control = RunControl { export_merged: true, ..RunControl::default() };
@@ -193,7 +193,7 @@ fn exports_load_back_to_the_trained_model() {
 fn full_fine_tuning_trains_every_parameter() {
     let (train_set, valid) = data();
     let out = tempfile::tempdir().unwrap();
-    let cfg = TrainConfig { mode: Mode::Full, lr: 1e-3, checkpoint_every: 0, ..lora_cfg() };
+    let cfg = Hyperparams { mode: Mode::Full, lr: 1e-3, checkpoint_every: 0, ..lora_cfg() };
     let outcome =
         train(&mut model(), &encoder(), (&train_set, &valid), &cfg, out.path(), RunControl::default()).unwrap();
     assert!(!out.path().join("adapter").exists());
@@ -215,12 +215,12 @@ fn bad_input_gets_clear_errors_and_no_checkpoint() {
     let enc = encoder();
     let cfg = lora_cfg();
     let out = tempfile::tempdir().unwrap();
-    let run = |train_set: &[Example], cfg: &TrainConfig| {
+    let run = |train_set: &[Example], cfg: &Hyperparams| {
         train(&mut model(), &enc, (train_set, &valid), cfg, out.path(), RunControl::default()).unwrap_err().to_string()
     };
     let err = run(&[], &cfg);
     assert!(err.contains("empty"), "{err}");
-    let err = run(&train_set, &TrainConfig { max_len: 5, ..cfg.clone() });
+    let err = run(&train_set, &Hyperparams { max_len: 5, ..cfg.clone() });
     assert!(err.contains("all 48 training examples") && err.contains("5 tokens"), "{err}");
     assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0, "nothing written");
 

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
-use thrive_orchestrator::RunConfig;
+use thrive_orchestrator::RunFile;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -63,14 +63,14 @@ pub fn run(a: Args) -> Result<()> {
 }
 
 /// The demo's run file with its placeholders filled in and the `--set` overrides applied.
-fn demo_config(value: bool, out: &Path, assets: &Path, generations: u32, set: &[String]) -> Result<RunConfig> {
+fn demo_config(value: bool, out: &Path, assets: &Path, generations: u32, set: &[String]) -> Result<RunFile> {
     let text = if value { DEMO_VALUE_TOML } else { DEMO_TOML }
         .replace("{out}", &toml_path(out))
         .replace("{model}", &toml_path(&assets.join("model")))
         .replace("{data}", &toml_path(&assets.join("helpsteer2")))
         .replace("{generations}", &generations.to_string());
     let text = apply_overrides(&text, set)?;
-    Ok(RunConfig::from_toml(&text, Path::new(if value { "<demo --value>" } else { "<demo>" }))?)
+    Ok(RunFile::from_toml(&text, Path::new(if value { "<demo --value>" } else { "<demo>" }))?)
 }
 
 /// Sets `section.key = VALUE` for each `--set section.key=VALUE` (VALUE in TOML) in a run file.

@@ -3,7 +3,7 @@
 use super::steps::step_json;
 use anyhow::{Context, Result};
 use std::path::PathBuf;
-use thrive_orchestrator::{RunConfig, Step};
+use thrive_orchestrator::{RunFile, Step};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -38,7 +38,7 @@ impl Args {
 /// `thrive run`: the whole run file (what is done is skipped, what was killed resumes), one step
 /// of it, or its plan.
 pub fn run(a: Args) -> Result<()> {
-    let cfg = RunConfig::from_file(&a.config)?;
+    let cfg = RunFile::from_file(&a.config)?;
     if a.list_steps {
         return list_steps(&cfg, a.json);
     }
@@ -52,7 +52,7 @@ pub fn run(a: Args) -> Result<()> {
 }
 
 /// `thrive run RUN.toml --list-steps`: the plan, what is done, and the dependencies.
-fn list_steps(cfg: &RunConfig, json: bool) -> Result<()> {
+fn list_steps(cfg: &RunFile, json: bool) -> Result<()> {
     let dir = thrive_orchestrator::RunDir { root: cfg.out.clone() };
     let pool = thrive_pool::Pool::open(dir.pool()).ok();
     let steps: Vec<(Step, bool, Vec<String>)> = thrive_orchestrator::plan(cfg)
@@ -85,7 +85,7 @@ fn list_steps(cfg: &RunConfig, json: bool) -> Result<()> {
 
 /// Runs a whole run file, then writes its results and manifest, draws its figures and prints its
 /// summary and where everything is.
-pub(super) fn execute(cfg: &RunConfig, opts: &thrive_orchestrator::RunOptions) -> Result<()> {
+pub(super) fn execute(cfg: &RunFile, opts: &thrive_orchestrator::RunOptions) -> Result<()> {
     let watch = thrive_core::manifest::Stopwatch::start();
     let table = thrive_orchestrator::run_with(cfg, opts)?;
     let results = cfg.out.join("results.parquet");

@@ -8,8 +8,8 @@ use thrive_core::Workflow;
 use thrive_orchestrator::to_sft;
 use thrive_pool::{BatchKey, Pick, Pool, View};
 use thrive_sft::{
-    device_for, read_jsonl, resolve_model_dir, train, Example, Gemma, PrecisionChoice, RunControl, SftSettings,
-    TextEncoder, TrainConfig, LORA_TARGETS,
+    device_for, read_jsonl, resolve_model_dir, train, Example, Gemma, Hyperparams, PrecisionChoice, RunControl,
+    TextEncoder, TrainSettings, LORA_TARGETS,
 };
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -168,7 +168,7 @@ fn dtype_parser() -> impl TypedValueParser<Value = PrecisionChoice> {
 pub fn run(a: Args) -> Result<()> {
     let watch = Stopwatch::start();
     let (device, dtype) = device_for(a.device.name(), a.dtype.unwrap_or_default()).context("--device")?;
-    let cfg = train_config(&a)?;
+    let cfg = hyperparams(&a)?;
     let model_dir = resolve_model_dir(&a.model)?;
     let enc = TextEncoder::from_file(&model_dir.join("tokenizer.json"))?;
     let (train_set, valid_set, data_desc) = load_data(&a)?;
@@ -223,8 +223,8 @@ pub fn run(a: Args) -> Result<()> {
 }
 
 /// The flags as settings, checked once by thrive-sft; a bad value names its flag.
-fn train_config(a: &Args) -> Result<TrainConfig> {
-    let settings = SftSettings {
+fn hyperparams(a: &Args) -> Result<Hyperparams> {
+    let settings = TrainSettings {
         full: a.full,
         lr: a.lr,
         lora_rank: a.lora_rank,
@@ -250,7 +250,7 @@ fn train_config(a: &Args) -> Result<TrainConfig> {
         gradient_checkpointing: a.gradient_checkpointing,
     };
     settings
-        .train_config(a.chain, a.generation)
+        .hyperparams(a.chain, a.generation)
         .map_err(|e| anyhow::anyhow!("--{}: {}", e.field.replace('_', "-"), e.message))
 }
 

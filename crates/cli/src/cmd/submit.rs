@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use std::path::PathBuf;
-use thrive_orchestrator::RunConfig;
+use thrive_orchestrator::RunFile;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -19,7 +19,7 @@ pub struct Args {
 /// `thrive submit`: the steps that are neither done nor running, as Slurm jobs.
 pub fn run(a: Args) -> Result<()> {
     use thrive_orchestrator::slurm;
-    let cfg = RunConfig::from_file(&a.config)?;
+    let cfg = RunFile::from_file(&a.config)?;
     let thrive = std::env::current_exe().context("the path of this thrive binary")?;
     let opts = slurm::SubmitOptions { dry_run: a.dry_run, test_only: a.test_only };
     let out = slurm::submit(&cfg, &a.config, &thrive, &opts).with_context(|| format!("{}", a.config.display()))?;

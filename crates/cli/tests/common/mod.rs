@@ -1,7 +1,7 @@
 //! What the `thrive` binary's tests share: running it, expecting success or a clear failure.
 #![allow(dead_code)] // each test file uses its own part
 
-pub mod run_file;
+pub mod run_toml;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -4,7 +4,7 @@
 use super::layer::Layer;
 use super::norm::RmsNorm;
 use super::Gemma;
-use crate::config::GemmaConfig;
+use crate::gemma_config::GemmaConfig;
 use crate::lora::LoraLinear;
 use crate::matmul::Weight;
 use crate::{Error, Precision, Result};

@@ -18,7 +18,7 @@ mod norm;
 
 pub use decode::KvCache;
 
-use crate::config::GemmaConfig;
+use crate::gemma_config::GemmaConfig;
 use crate::lora::LoraLinear;
 use crate::matmul::Weight;
 use crate::Result;

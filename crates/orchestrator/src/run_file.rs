@@ -6,12 +6,12 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use thrive_core::Workflow;
 use thrive_sampler::SamplerSettings;
-use thrive_sft::{SftSettings, TrainConfig};
+use thrive_sft::{Hyperparams, TrainSettings};
 
 /// A whole run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RunConfig {
+pub struct RunFile {
     /// The run directory (pool, models, results); relative paths are relative to the config file.
     pub out: PathBuf,
     /// The base model: a directory, a Gemma 3 `.gguf` file or a Hugging Face Hub id.
@@ -24,7 +24,7 @@ pub struct RunConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<ValueConfig>,
     #[serde(default)]
-    pub sft: SftSettings,
+    pub sft: TrainSettings,
     #[serde(default)]
     pub sampling: SamplingConfig,
     /// `auto` (CUDA when built with it and present), `cpu` or `cuda`.
@@ -299,7 +299,7 @@ fn default_device() -> String {
     "auto".into()
 }
 
-impl RunConfig {
+impl RunFile {
     /// Reads and checks a run file; relative paths in it become relative to its folder.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(crate::error::io(path))?;
@@ -311,7 +311,7 @@ impl RunConfig {
 
     /// Parses and checks TOML text (`origin` names it in errors).
     pub fn from_toml(text: &str, origin: &Path) -> Result<Self> {
-        let cfg: RunConfig =
+        let cfg: RunFile =
             toml::from_str(text).map_err(|e| Error::Config { path: origin.into(), message: e.to_string() })?;
         cfg.check().map_err(|message| Error::Config { path: origin.into(), message })?;
         Ok(cfg)
@@ -403,7 +403,7 @@ impl RunConfig {
         if !["auto", "cpu", "cuda"].contains(&self.device.as_str()) {
             return Err(format!("device: `{}` is not auto, cpu or cuda", self.device));
         }
-        self.train_config(0, 1)?;
+        self.hyperparams(0, 1)?;
         self.sampler_settings()?;
         if !["unconditional", "prompted"].contains(&self.sampling.mode.as_str()) {
             return Err(format!("sampling.mode: `{}` is not unconditional or prompted", self.sampling.mode));
@@ -415,8 +415,8 @@ impl RunConfig {
     }
 
     /// The fine-tuning configuration of (seed, generation).
-    pub fn train_config(&self, seed: u64, generation: u32) -> std::result::Result<TrainConfig, String> {
-        self.sft.train_config(seed, generation).map_err(|e| format!("sft.{}: {}", e.field, e.message))
+    pub fn hyperparams(&self, seed: u64, generation: u32) -> std::result::Result<Hyperparams, String> {
+        self.sft.hyperparams(seed, generation).map_err(|e| format!("sft.{}: {}", e.field, e.message))
     }
 
     /// The sampler's settings.

@@ -7,19 +7,19 @@ use std::path::{Path, PathBuf};
 /// A run file: `out`, the test model and data on the CPU, the loop's sections (`[run]` or
 /// `[value]`, and any other such as `[slurm]`), then `[sft]` and `[sampling]` keys, each a
 /// small LoRA fine-tune and a prompted sample unless a test sets it otherwise.
-pub struct RunFile {
+pub struct RunToml {
     out: String,
     sections: String,
     sft: Vec<(String, String)>,
     sampling: Vec<(String, String)>,
 }
 
-impl RunFile {
+impl RunToml {
     /// A run into `out` (relative to the run file) with these sections (TOML text, each line
     /// ending in a newline), e.g. `[run]\nworkflows = ["replace"]\ngenerations = 2\nchains = [1]\n`.
     pub fn new(out: &str, sections: &str) -> Self {
         let pairs = |kv: &[(&str, &str)]| kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        RunFile {
+        RunToml {
             out: out.into(),
             sections: sections.into(),
             sft: pairs(&[

@@ -1,5 +1,5 @@
 //! The hyper-parameters of one fine-tuning run: what is trained ([`Mode`]), the learning-rate
-//! [`Schedule`] and the rest of [`TrainConfig`], shared by the training loop, the settings that
+//! [`Schedule`] and the rest of [`Hyperparams`], shared by the training loop, the settings that
 //! build it and the export that reads it.
 
 use crate::lora::LoraConfig;
@@ -23,7 +23,7 @@ pub enum Mode {
 
 /// Hyper-parameters of one fine-tuning run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrainConfig {
+pub struct Hyperparams {
     pub mode: Mode,
     pub lr: f64,
     pub weight_decay: f64,
@@ -57,11 +57,11 @@ pub struct TrainConfig {
     pub generation: u32,
 }
 
-impl TrainConfig {
+impl Hyperparams {
     /// The paper's full fine-tuning recipe (docs/protocol.md §4.2): lr 8e-6, 128 sequences a step,
     /// 5% warm-up then constant, one epoch, clipping at 1.0, whole-sequence loss.
     pub fn paper_full() -> Self {
-        TrainConfig {
+        Hyperparams {
             mode: Mode::Full,
             lr: 8e-6,
             weight_decay: 0.0,
@@ -84,7 +84,7 @@ impl TrainConfig {
 
     /// The same recipe with LoRA and a LoRA-sized learning rate (2e-4, the usual PEFT choice).
     pub fn default_lora() -> Self {
-        TrainConfig { mode: Mode::Lora(LoraConfig::default()), lr: 2e-4, ..Self::paper_full() }
+        Hyperparams { mode: Mode::Lora(LoraConfig::default()), lr: 2e-4, ..Self::paper_full() }
     }
 
     /// The learning rate of update `step` (0-based), as transformers' schedulers.
