@@ -162,7 +162,7 @@ fn demo_overrides_fail_clearly() {
     fails(&["demo", "--value", "--out", s(&out), "--set", "value.num_real"], &["--set", "KEY=VALUE"]);
 }
 
-/// The paper's key outcome, by its sign (issue 19): where the real rows alone nearly saturate the
+/// The paper's key outcome, by its sign: where the real rows alone nearly saturate the
 /// demo model (all 1,000, 2 epochs), synthetic rows from a poor source (fine-tuned on 200 real
 /// rows) raise the validation loss, and rows from a good one (all 1,000 real rows) do not.
 #[test]

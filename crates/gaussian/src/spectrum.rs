@@ -8,8 +8,8 @@
 //!
 //! The reduction is ours rather than faer's `tridiag_in_place` because at the Gaussian's sizes it
 //! is latency-bound, not FLOP-bound: one pass over the trailing block per step (the update and
-//! the next step's product fused) with AVX2 + FMA rows. Measured at d = 100 on a 2-core AMD EPYC
-//! (2026-12-05): faer's eigenvalues 930–980 µs, faer's reduction + this bisection 505–545 µs,
+//! the next step's product fused) with AVX2 + FMA rows. Measured at d = 100 on a 2-core AMD EPYC:
+//! faer's eigenvalues 930–980 µs, faer's reduction + this bisection 505–545 µs,
 //! this reduction + bisection 380 µs.
 
 /// (smallest, largest) eigenvalue of the symmetric matrix `a` (both halves are read).

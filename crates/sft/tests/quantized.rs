@@ -4,7 +4,7 @@
 //! 256), so the two paths differ even where the weights are equal. The tolerances below are
 //! what was measured, with a margin:
 //! - Gemma 3 270M Q4_K_M: the GGUF's own blocks against the same blocks dequantized to f32
-//!   (the converted model directory). Measured on four prompts (2026-12-04): last-position
+//!   (the converted model directory). Measured on four prompts: last-position
 //!   logits within 0.85–1.34 (root mean square 0.15–0.26 over the 262,144 logits, whose
 //!   largest is 19–28), the same top-1 token, and, reading the f32 path's 24 greedy tokens,
 //!   the same top-1 at 94 of the 96 positions. Left to run freely the two part at near ties
@@ -12,7 +12,7 @@
 //!   the input of every quantized product is itself rounded to 8 bits, so a last-bit change
 //!   upstream (another summation order, MKL's products against candle's) flips a few of those
 //!   roundings and moves the logits by as much as the quantization does. With our own Q8_0
-//!   kernels (2026-12-05), whose products agree with candle's to 1e-7 of their size, the four
+//!   kernels, whose products agree with candle's to 1e-7 of their size, the four
 //!   prompts measured 0.17–0.69 in the default build and 0.22–0.35 with MKL; the two
 //!   quantized paths differed from each other by 0.37 on one prompt. Asserted: max 2.0, rms
 //!   0.8, same top-1 after each prompt, teacher-forced top-1 agreement of at least 90%.
