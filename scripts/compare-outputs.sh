@@ -40,10 +40,11 @@ for side in old new; do
   touch "$work/$side/.complete"
 done
 
-# Fields that hold wall-clock time, the host or the binary's own path: dropped before comparing
-# a "timed" file.
+# Fields that hold wall-clock time, the host, the commit built or the binary's own path: dropped
+# before comparing a "timed" file.
 strip_times() {
-  sed -E -e 's/"(seconds|[a-z_]*_seconds|started|finished|elapsed|wall_time|time|host|hostname|pid|binary|created)": *("[^"]*"|[-0-9.eE+]+|null)/"\1": _/g' "$1"
+  sed -E -e 's/"(seconds|[a-z_]*_seconds|started|started_unix|finished|elapsed|wall_time|time|host|hostname|pid|binary|created|git_commit)": *("[^"]*"|[-0-9.eE+]+|null)/"\1": _/g' \
+    -e "s|\"$old\"|\"BINARY\"|g; s|\"$new\"|\"BINARY\"|g" "$1"
 }
 
 status=0 same=0 timed=0
